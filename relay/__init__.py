@@ -1,0 +1,1 @@
+"""relay: a self-hosted transactional-mail relay."""

@@ -1,0 +1,370 @@
+"""The `relay` command: dev, serve, migrate, and the operator's account, key, sender and log commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import asyncpg
+
+from relay import keys
+from relay.addresses import is_valid_sender_pattern
+from relay.config import Config, ConfigError, load_config
+from relay.embedded import EmbeddedError
+from relay.runtime import NotMigrated, database, key_secret
+from relay.store import migrate as migrations
+from relay.store.store import Store, StoreError, as_dict
+
+
+class UsageError(Exception):
+    """Bad input to a command."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, default=_jsonable) if args.json else text)
+
+
+def _positive(name: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or int(value) <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number greater than 0")
+        return int(value)
+    return parse
+
+
+def _non_negative(name: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit():
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, 0 or more")
+        return int(value)
+    return parse
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> None:
+    """Apply pending migrations."""
+    if not cfg.database.url:
+        async with database(cfg):
+            pass  # the embedded database is migrated on open
+        _emit(args, {"applied": "embedded"}, "embedded database is up to date")
+        return
+    conn = await asyncpg.connect(cfg.database.url)
+    try:
+        ran = await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    names = [f"{m.version:04d}_{m.name}" for m in ran]
+    _emit(args, {"applied": names}, "applied: " + ", ".join(names) if names else "up to date")
+
+
+async def cmd_account_create(store: Store, args: argparse.Namespace) -> None:
+    """Create an account."""
+    name = args.name.strip()
+    if not name or name.isdigit():
+        raise UsageError("account name must not be empty or all digits (digits mean an id)")
+    account = await store.create_account(name, args.credits)
+    _emit(args, as_dict(account), f"account {account.name} (id {account.id}) with {account.credits} credits")
+
+
+async def cmd_account_show(store: Store, args: argparse.Namespace) -> None:
+    """Show one account with its senders and keys."""
+    account = await store.find_account(args.account)
+    senders = await store.list_senders(account.id)
+    keys_ = await store.list_keys(account.id)
+    data = as_dict(account) | {"senders": [as_dict(s) for s in senders],
+                               "keys": [as_dict(k) for k in keys_]}
+    lines = [f"account {account.name} (id {account.id}): {account.credits} credits"]
+    lines += [f"  sender {s.pattern} (daily cap {s.daily_cap if s.daily_cap is not None else 'default'})"
+              for s in senders]
+    lines += [f"  key {k.id} {k.name!r} {'enabled' if k.enabled else 'DISABLED'}" for k in keys_]
+    _emit(args, data, "\n".join(lines))
+
+
+async def cmd_account_list(store: Store, args: argparse.Namespace) -> None:
+    """List accounts."""
+    accounts = await store.list_accounts()
+    _emit(args, [as_dict(a) for a in accounts],
+          "\n".join(f"{a.id}\t{a.name}\t{a.credits}" for a in accounts) or "no accounts")
+
+
+async def cmd_credits_add(store: Store, args: argparse.Namespace) -> None:
+    """Top up an account."""
+    account = await store.find_account(args.account)
+    balance = await store.add_credits(account.id, args.amount)
+    _emit(args, {"id": account.id, "name": account.name, "credits": balance},
+          f"account {account.name}: {balance} credits")
+
+
+async def cmd_sender_add(store: Store, args: argparse.Namespace) -> None:
+    """Authorize a sender address or domain."""
+    pattern = args.address.strip().lower()
+    if not is_valid_sender_pattern(pattern):
+        raise UsageError(f"not an email address or domain: {args.address!r}")
+    account = await store.find_account(args.account)
+    rule = await store.add_sender(account.id, pattern, args.daily_cap)
+    cap = rule.daily_cap if rule.daily_cap is not None else "default"
+    _emit(args, {"id": account.id, "account": account.name} | as_dict(rule),
+          f"account {account.name}: sender {rule.pattern} authorized (daily cap {cap})")
+
+
+async def _new_key(store: Store, secret_key: bytes, account_id: int, name: str,
+                   rate: int | None) -> tuple[str, str]:
+    key_id, secret = keys.new_key_id(), keys.new_secret()
+    await store.create_key(key_id, account_id, keys.digest(secret_key, secret), name, rate)
+    return key_id, keys.format_key(key_id, secret)
+
+
+async def cmd_key_create(store: Store, args: argparse.Namespace) -> None:
+    """Create a key and print it once."""
+    account = await store.find_account(args.account)
+    key_id, full = await _new_key(store, args.secret_key, account.id, args.name, args.rate)
+    _emit(args, {"id": key_id, "key": full, "account_id": account.id, "name": args.name,
+                 "calls_per_minute": args.rate},
+          f"key {key_id} for account {account.name}:\n{full}\n(shown once: store it now)")
+
+
+async def cmd_key_toggle(store: Store, args: argparse.Namespace) -> None:
+    """Enable or disable a key."""
+    info = await store.set_key_enabled(args.key_id, args.enable)
+    _emit(args, as_dict(info), f"key {info.id} {'enabled' if info.enabled else 'disabled'}")
+
+
+async def cmd_key_rotate(store: Store, args: argparse.Namespace) -> None:
+    """Give a key a new secret; the old one stops working at once."""
+    secret = keys.new_secret()
+    info = await store.rotate_key(args.key_id, keys.digest(args.secret_key, secret))
+    full = keys.format_key(info.id, secret)
+    _emit(args, as_dict(info) | {"key": full},
+          f"key {info.id} rotated:\n{full}\n(shown once: the old secret no longer works)")
+
+
+async def cmd_logs(store: Store, args: argparse.Namespace) -> None:
+    """Show message log rows, newest first."""
+    account_id = (await store.find_account(args.account)).id if args.account else None
+    rows = await store.logs(account_id=account_id, status=args.status, channel=args.channel,
+                            limit=args.limit)
+    text = "\n".join(
+        f"{r['created_at']:%Y-%m-%d %H:%M:%S} {r['id']} {r['channel']:4} {r['status']:7} "
+        f"{r['sender']} rcpt={r['recipient_count']} charged={r['credits_charged']} "
+        f"refunded={r['credits_refunded']} code={r['failure_code'] or '-'}"
+        for r in rows
+    )
+    _emit(args, rows, text or "no messages")
+
+
+async def cmd_queue(store: Store, args: argparse.Namespace) -> None:
+    """List queued messages."""
+    rows = await store.queued(args.sender)
+    text = "\n".join(f"{r['id']} {r['sender']} rcpt={r['recipient_count']} after {r['deliver_after']}"
+                     for r in rows)
+    _emit(args, rows, text or "queue is empty")
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+async def cmd_serve(cfg: Config, args: argparse.Namespace) -> None:
+    """Run the production server from the config."""
+    from relay.server import RelayServer, serve_until_signalled
+
+    async with database(cfg) as store:
+        await serve_until_signalled(RelayServer(cfg, store, key_secret(cfg)))
+
+
+DEV_ACCOUNT = "demo"
+DEV_SENDER_DOMAIN = "example.com"
+DEV_KEY_NAME = "demo"
+
+
+def dev_config(cfg: Config, data_dir: str | None) -> Config:
+    """`relay dev`'s local settings on top of the loaded config."""
+    folder = Path(data_dir or cfg.server.data_dir).resolve()
+    cfg = cfg.replace("server", data_dir=str(folder))
+    cfg = cfg.replace("database", url="")
+    cfg = cfg.replace("smtp", listen="127.0.0.1:2525", allow_plaintext_auth=True, hostname="localhost",
+                      implicit_tls_listen="", tls_cert="", tls_key="")
+    cfg = cfg.replace("http", listen="127.0.0.1:8025")
+    return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
+
+
+async def _dev_demo(store: Store, secret_key: bytes, keep_key: bool) -> tuple[str, str, int]:
+    """Make sure the demo account, sender and key exist; (account, key to print, credits)."""
+    try:
+        account = await store.find_account(DEV_ACCOUNT)
+    except StoreError:
+        account = await store.create_account(DEV_ACCOUNT, 1000)
+    await store.add_sender(account.id, DEV_SENDER_DOMAIN, None)
+    demo_keys = [k for k in await store.list_keys(account.id) if k.name == DEV_KEY_NAME]
+    if not demo_keys:
+        _, full = await _new_key(store, secret_key, account.id, DEV_KEY_NAME, None)
+    elif keep_key:
+        full = f"(kept: key id {demo_keys[0].id}, printed on an earlier run)"
+    else:
+        secret = keys.new_secret()
+        await store.rotate_key(demo_keys[0].id, keys.digest(secret_key, secret))
+        full = keys.format_key(demo_keys[0].id, secret)
+    return account.name, full, await store.balance(account.id)
+
+
+async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
+    """Everything local: embedded PostgreSQL, Maildir upstream, demo account and key."""
+    from relay.server import RelayServer, serve_until_signalled
+
+    cfg = dev_config(cfg, args.data_dir)
+    secret_key = key_secret(cfg)
+    async with database(cfg) as store:
+        name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
+        server = RelayServer(cfg, store, secret_key)
+        host, port = cfg.smtp.listen.rsplit(":", 1)
+        print(
+            f"relay dev: data in {cfg.server.data_dir}\n"
+            f"  SMTP     {host}:{port}  (AUTH PLAIN/LOGIN without TLS: loopback only)\n"
+            f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
+            f"  account  {name} ({credits} credits), senders @{DEV_SENDER_DOMAIN}\n"
+            f"  key      {full}\n"
+            f"try:  swaks --server {host}:{port} --auth PLAIN --auth-user demo --auth-password "
+            f"'{full if full.startswith('rk_') else '<key>'}' --from demo@{DEV_SENDER_DOMAIN} "
+            f"--to you@example.net\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        await serve_until_signalled(server)
+
+
+# -- argument parsing -------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"relay: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config (or RELAY_CONFIG)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document")
+    parser = _Parser(prog="relay", parents=[common], description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def leaf(group: Any, name: str, handler: Callable[..., Awaitable[None]], help_: str,
+             needs_store: bool = True) -> argparse.ArgumentParser:
+        p = group.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(handler=handler, needs_store=needs_store)
+        return p
+
+    p = leaf(sub, "dev", cmd_dev, "everything local: embedded PostgreSQL, Maildir upstream, demo key",
+             needs_store=False)
+    p.add_argument("--data-dir", help="data folder (default: server.data_dir, ./relay-data)")
+    p.add_argument("--keep-key", action="store_true", help="do not rotate the demo key")
+    leaf(sub, "serve", cmd_serve, "run the server (SMTP) from the config", needs_store=False)
+    leaf(sub, "migrate", cmd_migrate, "apply database migrations", needs_store=False)
+
+    account = sub.add_parser("account", help="manage accounts").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    p = leaf(account, "create", cmd_account_create, "create an account")
+    p.add_argument("name")
+    p.add_argument("--credits", type=_non_negative("--credits"), default=0)
+    leaf(account, "show", cmd_account_show, "show an account").add_argument("account")
+    leaf(account, "list", cmd_account_list, "list accounts")
+
+    credits = sub.add_parser("credits", help="manage credits").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    p = leaf(credits, "add", cmd_credits_add, "add credits to an account")
+    p.add_argument("account")
+    p.add_argument("amount", type=_positive("N"))
+
+    sender = sub.add_parser("sender", help="manage authorized senders").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    p = leaf(sender, "add", cmd_sender_add, "authorize an address or a whole domain")
+    p.add_argument("account")
+    p.add_argument("address")
+    p.add_argument("--daily-cap", type=_non_negative("--daily-cap"), default=None)
+
+    key = sub.add_parser("key", help="manage API keys").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    p = leaf(key, "create", cmd_key_create, "create a key (printed once)")
+    p.add_argument("account")
+    p.add_argument("--name", default="")
+    p.add_argument("--rate", type=_positive("--rate"), default=None, help="calls per minute")
+    for verb, enable in (("disable", False), ("enable", True)):
+        p = leaf(key, verb, cmd_key_toggle, f"{verb} a key")
+        p.add_argument("key_id")
+        p.set_defaults(enable=enable)
+    leaf(key, "rotate", cmd_key_rotate, "new secret for a key (printed once)").add_argument("key_id")
+
+    p = leaf(sub, "logs", cmd_logs, "message log, newest first")
+    p.add_argument("--account")
+    p.add_argument("--status", choices=["sending", "sent", "queued", "failed"])
+    p.add_argument("--channel", choices=["api", "smtp"])
+    p.add_argument("--limit", type=_positive("--limit"), default=50)
+    p = leaf(sub, "queue", cmd_queue, "list queued messages")
+    p.add_argument("--sender")
+    return parser
+
+
+async def _with_store(cfg: Config, args: argparse.Namespace) -> None:
+    args.secret_key = key_secret(cfg)
+    async with database(cfg, pool_size=2) as store:
+        await args.handler(store, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `relay` console script."""
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+    try:
+        cfg = load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"relay: config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.needs_store:
+            _run(_with_store(cfg, args))
+        else:
+            _run(args.handler(cfg, args))
+    except (StoreError, UsageError, EmbeddedError, NotMigrated, ConfigError) as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"relay: database: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

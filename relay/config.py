@@ -1,0 +1,236 @@
+"""Configuration: frozen dataclasses loaded from one TOML file plus RELAY_<SECTION>_<KEY> overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line that names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """Where the state lives."""
+
+    url: str = ""  # empty: the embedded PostgreSQL under server.data_dir
+    pool_size: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Process-wide settings."""
+
+    data_dir: str = "relay-data"
+    key_secret: str = ""  # empty: generated once into <data_dir>/key_secret
+    shutdown_grace_seconds: float = 30.0
+    recovery_after_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """The SMTP submission listeners."""
+
+    listen: str = "127.0.0.1:587"
+    implicit_tls_listen: str = ""
+    hostname: str = "relay.example.com"
+    tls_cert: str = ""
+    tls_key: str = ""
+    allow_plaintext_auth: bool = False
+    idle_timeout_seconds: float = 300.0
+    max_commands: int = 1000
+    auth_failures_before_delay: int = 3
+    auth_failures_before_refusal: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The HTTPS API listener."""
+
+    listen: str = "127.0.0.1:8080"
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """Where accepted mail goes."""
+
+    url: str = "smtp+starttls://smtp.example.net:587"
+    username: str = ""
+    password: str = ""
+    timeout_seconds: float = 30.0
+    pool_size: int = 10
+    tls_verify: bool = True
+    tls_ca_file: str = ""  # extra CA bundle to trust for the upstream (private smarthosts)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Per-key, per-message and per-sender limits."""
+
+    calls_per_minute: int = 120
+    max_recipients: int = 100
+    max_message_bytes: int = 10 * 1024 * 1024
+    credits_per_recipient: int = 1
+    default_daily_cap: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def replace(self, section: str, **values: Any) -> Config:
+        """A copy with some keys of one section changed."""
+        return dataclasses.replace(
+            self, **{section: dataclasses.replace(getattr(self, section), **values)}
+        )
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, raw: Any, kind: Any, from_env: bool) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise ConfigError."""
+    if isinstance(kind, types.UnionType):  # pragma: no cover - no optional fields today
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if from_env and isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: expected a whole number, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if from_env and isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a whole number, got {raw!r}")
+    if kind is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if from_env and isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {raw!r}")
+    if isinstance(raw, str):
+        return raw
+    raise ConfigError(f"{key}: expected a string, got {raw!r}")
+
+
+def parse_listen(key: str, value: str) -> tuple[str, int]:
+    """Split 'host:port' (IPv6 as '[::1]:port') or raise ConfigError naming the key."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key}: expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+_UPSTREAM_SCHEMES = ("smtp", "smtp+starttls", "smtps", "maildir")
+
+
+def _validate(cfg: Config) -> None:
+    """Check values whose type is right but whose content is not."""
+    parse_listen("smtp.listen", cfg.smtp.listen)
+    if cfg.smtp.implicit_tls_listen:
+        parse_listen("smtp.implicit_tls_listen", cfg.smtp.implicit_tls_listen)
+        if not (cfg.smtp.tls_cert and cfg.smtp.tls_key):
+            raise ConfigError("smtp.implicit_tls_listen: needs smtp.tls_cert and smtp.tls_key")
+    if bool(cfg.smtp.tls_cert) != bool(cfg.smtp.tls_key):
+        raise ConfigError("smtp.tls_cert: tls_cert and tls_key must be set together")
+    if bool(cfg.http.tls_cert) != bool(cfg.http.tls_key):
+        raise ConfigError("http.tls_cert: tls_cert and tls_key must be set together")
+    parse_listen("http.listen", cfg.http.listen)
+    if not cfg.smtp.hostname or any(c.isspace() for c in cfg.smtp.hostname):
+        raise ConfigError(f"smtp.hostname: expected a host name, got {cfg.smtp.hostname!r}")
+    scheme = urlsplit(cfg.upstream.url).scheme
+    if scheme not in _UPSTREAM_SCHEMES:
+        raise ConfigError(
+            f"upstream.url: scheme must be one of {', '.join(_UPSTREAM_SCHEMES)}, "
+            f"got {cfg.upstream.url!r}"
+        )
+    if cfg.database.url and urlsplit(cfg.database.url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"database.url: expected a postgresql:// URL, got {cfg.database.url!r}")
+    positive = {
+        "database.pool_size": cfg.database.pool_size,
+        "upstream.pool_size": cfg.upstream.pool_size,
+        "upstream.timeout_seconds": cfg.upstream.timeout_seconds,
+        "smtp.idle_timeout_seconds": cfg.smtp.idle_timeout_seconds,
+        "smtp.max_commands": cfg.smtp.max_commands,
+        "limits.calls_per_minute": cfg.limits.calls_per_minute,
+        "limits.max_recipients": cfg.limits.max_recipients,
+        "limits.max_message_bytes": cfg.limits.max_message_bytes,
+        "limits.credits_per_recipient": cfg.limits.credits_per_recipient,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
+    if cfg.limits.default_daily_cap < 0:
+        raise ConfigError("limits.default_daily_cap: must be 0 or more")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load the TOML file (if any), apply RELAY_* overrides, validate; raise ConfigError."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("RELAY_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    sections = _section_types()
+    for name in data:
+        if name not in sections:
+            raise ConfigError(f"unknown config section [{name}]")
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}]: expected a table")
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key {name}.{key}")
+            values[key] = _coerce(f"{name}.{key}", value, hints[key], from_env=False)
+        prefix = f"RELAY_{name.upper()}_"
+        for var, value in env.items():
+            if not var.startswith(prefix):
+                continue
+            key = var[len(prefix):].lower()
+            if key not in hints:
+                raise ConfigError(f"unknown config key {name}.{key} (from {var})")
+            values[key] = _coerce(f"{name}.{key} (from {var})", value, hints[key], from_env=True)
+        built[name] = cls(**values)
+    cfg = Config(**built)
+    _validate(cfg)
+    return cfg

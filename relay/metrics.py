@@ -1,0 +1,16 @@
+"""Prometheus metrics shared by the pipeline and the channels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "relay_messages_total", "Submissions by channel and outcome (rejections included)",
+    ["channel", "outcome"],
+)
+RELAY_SECONDS = Histogram(
+    "relay_submit_seconds", "Time from a complete submission to its outcome", ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+UPSTREAM_IN_USE = Gauge("relay_upstream_connections_in_use", "Upstream connections carrying a message")
+AUTH_FAILURES = Counter("relay_auth_failures_total", "Failed AUTH attempts", ["channel"])

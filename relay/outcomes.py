@@ -1,0 +1,48 @@
+"""The outcomes the send pipeline decides, and the result it hands back to a channel."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    """Every way a submission can end (SPEC.md, 'The pipeline, in order')."""
+
+    SENT = "SENT"
+    QUEUED = "QUEUED"
+    KEY_MISSING = "KEY_MISSING"
+    KEY_INVALID = "KEY_INVALID"
+    KEY_DISABLED = "KEY_DISABLED"
+    RATE_LIMITED = "RATE_LIMITED"
+    INVALID = "INVALID"
+    TOO_LARGE = "TOO_LARGE"
+    INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    RELAY_FAILED = "RELAY_FAILED"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    TEMPORARY = "TEMPORARY"
+
+    @property
+    def accepted(self) -> bool:
+        """True when the message was taken (and charged)."""
+        return self in (Outcome.SENT, Outcome.QUEUED)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What the pipeline decided: the outcome plus what a channel needs to word it."""
+
+    outcome: Outcome
+    message_id: str | None = None
+    reason: str = ""  # human text for INVALID and friends; never internal error text
+    retry_after: int | None = None  # seconds, for RATE_LIMITED and transient outcomes
+    enhanced: str | None = None  # an RFC 3463 code when the reason has a more precise one
+    failure_code: int | None = None
+    upstream_reply: str | None = None
+
+
+def reject(outcome: Outcome, reason: str = "", *, enhanced: str | None = None,
+           retry_after: int | None = None) -> Result:
+    """Shorthand for a result that sent nothing."""
+    return Result(outcome, reason=reason, enhanced=enhanced, retry_after=retry_after)

@@ -1,0 +1,322 @@
+"""The typed store: every query relay runs, behind methods that take and return plain values."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+class StoreError(Exception):
+    """A request the data does not allow (unknown account, duplicate name...), worded for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account and its balance."""
+
+    id: int
+    name: str
+    credits: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRule:
+    """An authorized sender: an exact address or a whole domain, with its daily cap (None: default)."""
+
+    pattern: str
+    daily_cap: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """An API key as the operator sees it (never the secret)."""
+
+    id: str
+    account_id: int
+    name: str
+    enabled: bool
+    calls_per_minute: int | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """What a presented key unlocks: the key, its account, and the account's senders."""
+
+    key_id: str
+    digest: bytes
+    enabled: bool
+    account_id: int
+    senders: tuple[SenderRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    """The answer of relay_open: wait this long (0: go), key still enabled, balance."""
+
+    retry_after: float
+    enabled: bool
+    credits: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedBody:
+    """What a queued message needs to be relayed later."""
+
+    message_id: uuid.UUID
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+
+
+LOG_FIELDS = (
+    "id", "channel", "status", "key_id", "account_id", "sender", "recipient_count", "size_bytes",
+    "credits_charged", "credits_refunded", "upstream_reply", "failure_code", "deliver_after",
+    "created_at", "updated_at", "finished_at",
+)
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    return dict(record.items())
+
+
+class Store:
+    """A connection pool plus the queries; one instance per process."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
+        """Open a pool to the database at dsn."""
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        assert pool is not None
+        return cls(pool)
+
+    async def close(self) -> None:
+        """Close the pool, waiting for queries in flight."""
+        await self.pool.close()
+
+    # -- accounts ------------------------------------------------------------------------
+
+    async def create_account(self, name: str, credits: int = 0) -> Account:
+        """A new account, with an opening top-up in the ledger when credits > 0."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO accounts (name, credits) VALUES ($1, $2) "
+                    "RETURNING id, name, credits, created_at", name, credits,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError(f"an account named {name!r} already exists") from None
+            assert row is not None
+            if credits:
+                await conn.execute(
+                    "INSERT INTO credit_ledger (account_id, delta, kind) VALUES ($1, $2, 'topup')",
+                    row["id"], credits,
+                )
+        return Account(**_row(row))
+
+    async def find_account(self, ref: str) -> Account:
+        """The account named ref, or with id ref; StoreError when there is none."""
+        row = await self.pool.fetchrow(
+            "SELECT id, name, credits, created_at FROM accounts WHERE name = $1 "
+            "OR ($1 ~ '^[0-9]{1,18}$' AND id = $1::bigint) ORDER BY (name = $1) DESC LIMIT 1", ref,
+        )
+        if row is None:
+            raise StoreError(f"no account {ref!r}")
+        return Account(**_row(row))
+
+    async def list_accounts(self) -> list[Account]:
+        """All accounts, by id."""
+        rows = await self.pool.fetch("SELECT id, name, credits, created_at FROM accounts ORDER BY id")
+        return [Account(**_row(r)) for r in rows]
+
+    async def add_credits(self, account_id: int, amount: int) -> int:
+        """Top up a balance (recorded in the ledger); the new balance."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            balance = await conn.fetchval(
+                "UPDATE accounts SET credits = credits + $2 WHERE id = $1 RETURNING credits",
+                account_id, amount,
+            )
+            await conn.execute(
+                "INSERT INTO credit_ledger (account_id, delta, kind) VALUES ($1, $2, 'topup')",
+                account_id, amount,
+            )
+        return int(balance)
+
+    async def ledger_balance(self, account_id: int) -> int:
+        """The balance recomputed from the ledger alone (it must equal accounts.credits)."""
+        return int(await self.pool.fetchval(
+            "SELECT coalesce(sum(delta), 0) FROM credit_ledger WHERE account_id = $1", account_id,
+        ))
+
+    async def balance(self, account_id: int) -> int:
+        """The current balance."""
+        return int(await self.pool.fetchval("SELECT credits FROM accounts WHERE id = $1", account_id))
+
+    # -- senders -------------------------------------------------------------------------
+
+    async def add_sender(self, account_id: int, pattern: str, daily_cap: int | None) -> SenderRule:
+        """Authorize an address or domain (again: update its cap)."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO senders (account_id, pattern, daily_cap) VALUES ($1, $2, $3) "
+            "ON CONFLICT (account_id, pattern) DO UPDATE SET daily_cap = EXCLUDED.daily_cap "
+            "RETURNING pattern, daily_cap", account_id, pattern.lower(), daily_cap,
+        )
+        assert row is not None
+        return SenderRule(**_row(row))
+
+    async def list_senders(self, account_id: int) -> list[SenderRule]:
+        """An account's authorized senders."""
+        rows = await self.pool.fetch(
+            "SELECT pattern, daily_cap FROM senders WHERE account_id = $1 ORDER BY pattern", account_id,
+        )
+        return [SenderRule(**_row(r)) for r in rows]
+
+    # -- keys ----------------------------------------------------------------------------
+
+    async def create_key(self, key_id: str, account_id: int, digest: bytes, name: str,
+                         calls_per_minute: int | None) -> KeyInfo:
+        """Store a new key's digest."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO api_keys (id, account_id, digest, name, calls_per_minute) "
+            "VALUES ($1, $2, $3, $4, $5) RETURNING id, account_id, name, enabled, "
+            "calls_per_minute, created_at, last_used_at",
+            key_id, account_id, digest, name, calls_per_minute,
+        )
+        assert row is not None
+        return KeyInfo(**_row(row))
+
+    async def get_key(self, key_id: str) -> KeyInfo:
+        """A key's public data; StoreError when unknown."""
+        row = await self.pool.fetchrow(
+            "SELECT id, account_id, name, enabled, calls_per_minute, created_at, last_used_at "
+            "FROM api_keys WHERE id = $1", key_id,
+        )
+        if row is None:
+            raise StoreError(f"no key {key_id!r}")
+        return KeyInfo(**_row(row))
+
+    async def list_keys(self, account_id: int) -> list[KeyInfo]:
+        """An account's keys."""
+        rows = await self.pool.fetch(
+            "SELECT id, account_id, name, enabled, calls_per_minute, created_at, last_used_at "
+            "FROM api_keys WHERE account_id = $1 ORDER BY created_at", account_id,
+        )
+        return [KeyInfo(**_row(r)) for r in rows]
+
+    async def set_key_enabled(self, key_id: str, enabled: bool) -> KeyInfo:
+        """Enable or disable a key."""
+        status = await self.pool.execute(
+            "UPDATE api_keys SET enabled = $2 WHERE id = $1", key_id, enabled,
+        )
+        if status.endswith(" 0"):
+            raise StoreError(f"no key {key_id!r}")
+        return await self.get_key(key_id)
+
+    async def rotate_key(self, key_id: str, digest: bytes) -> KeyInfo:
+        """Replace a key's secret (the old one stops working at once); the key is enabled."""
+        status = await self.pool.execute(
+            "UPDATE api_keys SET digest = $2, enabled = true, rotated_at = now() WHERE id = $1",
+            key_id, digest,
+        )
+        if status.endswith(" 0"):
+            raise StoreError(f"no key {key_id!r}")
+        return await self.get_key(key_id)
+
+    # -- the send path -------------------------------------------------------------------
+
+    async def load_principal(self, key_id: str) -> Principal | None:
+        """A key with its account's senders, in one round trip; None when unknown."""
+        row = await self.pool.fetchrow(
+            "SELECT k.id, k.digest, k.enabled, k.account_id, "
+            " coalesce((SELECT json_agg(json_build_array(s.pattern, s.daily_cap))::text "
+            "           FROM senders s WHERE s.account_id = k.account_id), '[]') AS senders "
+            "FROM api_keys k WHERE k.id = $1", key_id,
+        )
+        if row is None:
+            return None
+        senders = tuple(SenderRule(p, c) for p, c in json.loads(row["senders"]))
+        return Principal(row["id"], bytes(row["digest"]), row["enabled"], row["account_id"], senders)
+
+    async def open_call(self, key_id: str, default_limit: int) -> OpenResult:
+        """Count a call against the key's rolling minute and read the balance (one round trip)."""
+        row = await self.pool.fetchrow("SELECT * FROM relay_open($1, $2)", key_id, default_limit)
+        assert row is not None
+        return OpenResult(float(row["retry_after"]), bool(row["enabled"]), int(row["credits"]))
+
+    async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
+                    sender: str, recipients: int, size: int, cost: int, cap: int) -> str:
+        """Pre-flight, debit, cap and the write-ahead row in one round trip; returns the status."""
+        return str(await self.pool.fetchval(
+            "SELECT status FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            message_id, channel, key_id, account_id, sender, recipients, size, cost, cap,
+        ))
+
+    async def store_queued_body(self, message_id: uuid.UUID, mail_from: str,
+                                recipients: Sequence[str], data: bytes) -> None:
+        """Keep a queued message's envelope and data until it is delivered."""
+        await self.pool.execute(
+            "INSERT INTO queued_bodies (message_id, mail_from, recipients, data) "
+            "VALUES ($1, $2, $3, $4)", message_id, mail_from, list(recipients), data,
+        )
+
+    async def finalize(self, message_id: uuid.UUID, status: str, refund: int,
+                       upstream_reply: str | None, failure_code: int | None) -> bool:
+        """Record the fate of a message and refund (at most once); False if it was already final."""
+        return bool(await self.pool.fetchval(
+            "SELECT relay_finalize($1, $2, $3, $4, $5)",
+            message_id, status, refund, upstream_reply, failure_code,
+        ))
+
+    async def stranded(self, older_than_seconds: float) -> list[asyncpg.Record]:
+        """Rows a crash left between admit and finalize: 'sending' too long, or queued without a body."""
+        return await self.pool.fetch(
+            "SELECT m.id, m.status, m.credits_charged FROM messages m "
+            "WHERE m.updated_at < clock_timestamp() - make_interval(secs => $1) AND ("
+            " m.status = 'sending' OR (m.status = 'queued' AND NOT EXISTS "
+            "  (SELECT 1 FROM queued_bodies b WHERE b.message_id = m.id)))",
+            older_than_seconds,
+        )
+
+    # -- reading the log -----------------------------------------------------------------
+
+    async def message(self, message_id: uuid.UUID) -> dict[str, Any] | None:
+        """One log row."""
+        row = await self.pool.fetchrow(
+            f"SELECT {', '.join(LOG_FIELDS)} FROM messages WHERE id = $1", message_id,
+        )
+        return None if row is None else _row(row)
+
+    async def logs(self, *, account_id: int | None = None, status: str | None = None,
+                   channel: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Log rows, newest first, filtered."""
+        rows = await self.pool.fetch(
+            f"SELECT {', '.join(LOG_FIELDS)} FROM messages "
+            "WHERE ($1::bigint IS NULL OR account_id = $1) AND ($2::text IS NULL OR status = $2) "
+            "AND ($3::text IS NULL OR channel = $3) ORDER BY created_at DESC LIMIT $4",
+            account_id, status, channel, limit,
+        )
+        return [_row(r) for r in rows]
+
+    async def queued(self, sender: str | None = None) -> list[dict[str, Any]]:
+        """Queued messages, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT {', '.join(LOG_FIELDS)} FROM messages WHERE status = 'queued' "
+            "AND ($1::text IS NULL OR sender = $1) ORDER BY created_at", sender,
+        )
+        return [_row(r) for r in rows]
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A store record as a plain dict (for --json)."""
+    return asdict(value)
