@@ -1,0 +1,1 @@
+"""Upstreams the relay hands accepted mail to, and how their replies are classified."""
