@@ -4,7 +4,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
+from email import errors, policy
 from email.headerregistry import Address
 from email.utils import format_datetime
 
@@ -105,6 +105,9 @@ def _from_addresses(fields: list[_Field]) -> tuple[str, ...]:
         except Exception:
             # On some garbage the stdlib parser raises (IndexError, TypeError, AttributeError,
             # RecursionError, ...) instead of recording a defect; that header yields nothing.
+            continue
+        if any(isinstance(d, errors.InvalidHeaderDefect) for d in header.defects):
+            # what a mail client shows may differ from what we parsed (a@evil)<b@victim>): trust neither
             continue
         for group in groups:
             if group.display_name is not None:

@@ -182,9 +182,10 @@ def test_from_empty_group_yields_nothing() -> None:
     assert read_header_facts(msg(b"From: undisclosed-recipients:;")).from_addresses == ()
 
 
-def test_from_garbage_entries_are_skipped() -> None:
+def test_from_header_with_garbage_entries_yields_nothing() -> None:
+    """Invalid entries make the whole header untrustworthy (see the spoofing test below)."""
     data = msg(b"From: x@y.example, junk junk, @nolocal, z@w.example")
-    assert read_header_facts(data).from_addresses == ("x@y.example", "z@w.example")
+    assert read_header_facts(data).from_addresses == ()
 
 
 @pytest.mark.parametrize(
@@ -656,3 +657,15 @@ def test_format_received_output_is_usable_by_prepare_for_relay() -> None:
     assert "\n" not in received
     out = prepare_for_relay(msg(b"Subject: s"), received=received, message_id=MSGID, date=DATE)
     assert out.startswith(b"Received: from x??y ([IPv6:::1]) by relay.example.com ")
+
+
+def test_from_header_with_invalid_syntax_yields_no_address() -> None:
+    """A From: the parser flags as invalid could show another address in a mail client: trust none."""
+    data = b"From: a@evil.com)<b@victim.com>\r\nTo: x@y.test\r\n\r\nbody\r\n"
+    assert read_header_facts(data).from_addresses == ()
+
+
+def test_from_header_with_obsolete_but_common_syntax_is_kept() -> None:
+    """'John Q. Public' is obsolete syntax (a period in a phrase) but common and unambiguous."""
+    data = b"From: John Q. Public <john@example.com>\r\n\r\nbody\r\n"
+    assert read_header_facts(data).from_addresses == ("john@example.com",)
