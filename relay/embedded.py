@@ -102,6 +102,10 @@ class EmbeddedPostgres:
 
     def _prepare_folders(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.account is not None:
+            # the server user must be able to pass through our folder (not list or read it)
+            mode = self.data_dir.stat().st_mode
+            self.data_dir.chmod(mode | 0o001)
         for folder in (self.pgdata, self.socket_dir):
             folder.mkdir(mode=0o700, exist_ok=True)
             self._own(folder)

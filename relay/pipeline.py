@@ -1,0 +1,238 @@
+"""The one send pipeline (SPEC.md steps 1-8): channels call it and translate its Result, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from relay import keys, metrics
+from relay.addresses import is_valid_address, matching_rule, normalize
+from relay.config import LimitsConfig
+from relay.outcomes import Outcome, Result, reject
+from relay.store.store import Principal, SenderRule, Store
+from relay.upstream.base import Delivery, Upstream, Verdict
+from relay.upstream.classify import FailureCode
+
+log = logging.getLogger(__name__)
+
+# What "the database or the network hiccuped" looks like from here: all of it becomes TEMPORARY.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+)
+_FINALIZE_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """An opened send: the key passed, the call was counted, the sender is authorized."""
+
+    principal: Principal
+    mail_from: str
+    rule: SenderRule
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a channel hands over after parsing: the envelope, the From: addresses, the bytes to relay."""
+
+    recipients: tuple[str, ...]
+    from_addresses: tuple[str, ...]
+    data: bytes
+    has_body: bool
+    size: int  # what the size limit is checked against (SPEC: SMTP data; API html + text)
+
+
+class Pipeline:
+    """The steps of SPEC.md, in order, over a Store and an Upstream."""
+
+    def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.limits = limits
+        self.key_secret = key_secret
+
+    # -- step 1 --------------------------------------------------------------------------
+
+    async def authenticate(self, raw_key: str | None) -> Principal | Result:
+        """Key check: present, known, enabled."""
+        if not raw_key:
+            return reject(Outcome.KEY_MISSING, "an API key is required")
+        parsed = keys.parse_key(raw_key)
+        if parsed is None:
+            return reject(Outcome.KEY_INVALID, "invalid API key")
+        try:
+            principal = await self.store.load_principal(parsed.key_id)
+        except TRANSIENT_ERRORS:
+            log.exception("key lookup failed")
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        if principal is None or not keys.verify(self.key_secret, parsed.secret, principal.digest):
+            return reject(Outcome.KEY_INVALID, "invalid API key")
+        if not principal.enabled:
+            return reject(Outcome.KEY_DISABLED, "this API key is disabled")
+        return principal
+
+    # -- steps 2, 3 (sender) and the early part of 5 -------------------------------------
+
+    async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
+        """Count the call against the rate limit, authorize the sender, check there is any credit."""
+        try:
+            opened = await self.store.open_call(principal.key_id, self.limits.calls_per_minute)
+        except TRANSIENT_ERRORS:
+            log.exception("rate-limit call failed")
+            return self._count(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
+                                               retry_after=5))
+        if not opened.enabled:
+            return self._count(channel, reject(Outcome.KEY_DISABLED, "this API key is disabled"))
+        if opened.retry_after > 0:
+            wait = max(1, math.ceil(opened.retry_after))
+            return self._count(channel, reject(
+                Outcome.RATE_LIMITED, f"rate limit exceeded, retry in {wait} seconds", retry_after=wait))
+        if not is_valid_address(mail_from):
+            return self._count(channel, reject(
+                Outcome.INVALID, f"sender address {mail_from!r} is not valid", enhanced="5.1.7"))
+        rule = matching_rule(mail_from, principal.senders)
+        if rule is None:
+            return self._count(channel, reject(
+                Outcome.INVALID, f"sender {mail_from} is not authorized for this account",
+                enhanced="5.7.1"))
+        if opened.credits < self.limits.credits_per_recipient:
+            return self._count(channel, reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits"))
+        return Transaction(principal, normalize(mail_from), rule, channel)
+
+    # -- step 3 (recipients), step 4 -----------------------------------------------------
+
+    def check_recipient(self, address: str, already: int) -> Result | None:
+        """A recipient may be added: valid, and not beyond max_recipients."""
+        if already >= self.limits.max_recipients:
+            return reject(Outcome.INVALID, f"more than {self.limits.max_recipients} recipients",
+                          enhanced="5.5.3")
+        if not is_valid_address(address):
+            return reject(Outcome.INVALID, f"recipient address {address!r} is not valid",
+                          enhanced="5.1.3")
+        return None
+
+    def check_size(self, size: int) -> Result | None:
+        """The message fits the size limit."""
+        if size > self.limits.max_message_bytes:
+            return reject(Outcome.TOO_LARGE,
+                          f"message exceeds the maximum size of {self.limits.max_message_bytes} bytes",
+                          enhanced="5.3.4")
+        return None
+
+    def _validate(self, txn: Transaction, message: Message) -> Result | None:
+        """Step 3 on the whole message."""
+        if not message.recipients:
+            return reject(Outcome.INVALID, "at least one recipient is required", enhanced="5.5.1")
+        for i, address in enumerate(message.recipients):
+            problem = self.check_recipient(address, i)
+            if problem:
+                return problem
+        if not message.has_body:
+            return reject(Outcome.INVALID, "the message has no body", enhanced="5.6.0")
+        if not message.from_addresses:
+            return reject(Outcome.INVALID, "the message has no valid From: header", enhanced="5.6.0")
+        for address in message.from_addresses:
+            if matching_rule(address, txn.principal.senders) is None:
+                return reject(Outcome.INVALID,
+                              f"From: address {address} is not authorized for this account",
+                              enhanced="5.7.1")
+        return None
+
+    # -- steps 3-8 -----------------------------------------------------------------------
+
+    async def submit(self, txn: Transaction, message: Message) -> Result:
+        """Validate, size, pre-flight, debit, cap, relay, finalize; the Result says what happened."""
+        started = time.monotonic()
+        result = self._validate(txn, message) or self.check_size(message.size)
+        if result is None:
+            result = await self._admit_and_relay(txn, message)
+        metrics.RELAY_SECONDS.labels(txn.channel).observe(time.monotonic() - started)
+        return self._count(txn.channel, result)
+
+    async def _admit_and_relay(self, txn: Transaction, message: Message) -> Result:
+        message_id = uuid.uuid4()
+        cost = len(message.recipients) * self.limits.credits_per_recipient
+        cap = self.limits.default_daily_cap if txn.rule.daily_cap is None else txn.rule.daily_cap
+        try:
+            status = await self.store.admit(
+                message_id, txn.channel, txn.principal.key_id, txn.principal.account_id,
+                txn.mail_from, len(message.recipients), message.size, cost, cap,
+            )
+        except TRANSIENT_ERRORS:
+            # if the admit committed before the error reached us, the recovery sweep refunds it
+            log.exception("admit failed")
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        if status == "INSUFFICIENT_CREDITS":
+            return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {cost} needed")
+        if status == "INSUFFICIENT_FUNDS":
+            return reject(Outcome.INSUFFICIENT_FUNDS,
+                          "insufficient funds: a concurrent send used the balance")
+        mid = str(message_id)
+        if status == "queued":
+            return await self._queue(message_id, txn, message, cost)
+        delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data)
+        return await self._conclude(message_id, mid, delivery, cost)
+
+    async def _queue(self, message_id: uuid.UUID, txn: Transaction, message: Message,
+                     cost: int) -> Result:
+        """Over the daily cap: keep the body durably before saying 'queued'."""
+        try:
+            await self.store.store_queued_body(message_id, txn.mail_from, message.recipients,
+                                               message.data)
+        except TRANSIENT_ERRORS:
+            log.exception("storing a queued body failed")
+            await self._finalize(message_id, "failed", cost, "could not store the message",
+                                 int(FailureCode.SYSTEM_OTHER))
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        return Result(Outcome.QUEUED, str(message_id),
+                      reason="over the sender's daily cap; will be delivered within 24 hours")
+
+    async def _conclude(self, message_id: uuid.UUID, mid: str, delivery: Delivery, cost: int) -> Result:
+        """Record the upstream's answer, refunding what did not leave."""
+        if delivery.verdict is Verdict.SENT:
+            refund = len(delivery.refused) * self.limits.credits_per_recipient
+            await self._finalize(message_id, "sent", refund, delivery.reply, None)
+            return Result(Outcome.SENT, mid, upstream_reply=delivery.reply)
+        await self._finalize(message_id, "failed", cost, delivery.reply, delivery.failure_code)
+        outcome = (Outcome.RELAY_FAILED if delivery.verdict is Verdict.PERMANENT
+                   else Outcome.UPSTREAM_UNAVAILABLE)
+        return Result(outcome, mid, reason=delivery.reply, failure_code=delivery.failure_code,
+                      upstream_reply=delivery.reply, retry_after=None if outcome is Outcome.RELAY_FAILED else 30)
+
+    async def _finalize(self, message_id: uuid.UUID, status: str, refund: int, reply: str | None,
+                        failure_code: int | None) -> None:
+        """Finalize with a few retries; what still fails is left to the recovery sweep."""
+        for attempt in range(_FINALIZE_TRIES):
+            try:
+                await self.store.finalize(message_id, status, refund, reply, failure_code)
+                return
+            except TRANSIENT_ERRORS:
+                log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.error("message %s left for the recovery sweep", message_id)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _count(self, channel: str, result: Result) -> Result:
+        metrics.MESSAGES.labels(channel, result.outcome.value).inc()
+        return result
+
+
+async def recover(store: Store, older_than_seconds: float) -> int:
+    """Resolve rows a crash left between admit and finalize: failed, fully refunded (README: Recovery)."""
+    count = 0
+    for row in await store.stranded(older_than_seconds):
+        reply = ("relay stopped before the delivery result was recorded"
+                 if row["status"] == "sending" else "relay stopped before the queued message was stored")
+        if await store.finalize(row["id"], "failed", row["credits_charged"], reply,
+                                int(FailureCode.SYSTEM_OTHER)):
+            count += 1
+    return count
+

@@ -1,0 +1,145 @@
+"""Assembly: pipeline, SMTP listeners on our own loop, the recovery sweep, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from relay import metrics, systemd
+from relay.config import Config, parse_listen
+from relay.pipeline import TRANSIENT_ERRORS, Pipeline, recover
+from relay.smtp_server import AuthThrottle, Channel, RelaySMTP, make_tls_context
+from relay.store.store import Store
+from relay.upstream.base import Upstream
+from relay.upstream.factory import make_upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Listener:
+    """One bound listening socket."""
+
+    name: str
+    server: asyncio.Server
+    host: str
+    port: int
+
+
+@dataclass
+class RelayServer:
+    """Everything `relay serve` runs, startable and stoppable from code (the tests do)."""
+
+    cfg: Config
+    store: Store
+    key_secret: bytes
+    upstream: Upstream | None = None
+    listeners: list[Listener] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.upstream = self.upstream or make_upstream(self.cfg)
+        self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret)
+        smtp = self.cfg.smtp
+        self.channel = Channel(
+            self.pipeline, hostname=smtp.hostname, max_message_bytes=self.cfg.limits.max_message_bytes,
+            throttle=AuthThrottle(smtp.auth_failures_before_delay, smtp.auth_failures_before_refusal),
+        )
+
+    def port(self, name: str) -> int:
+        """The bound port of a listener ('smtp', 'smtps')."""
+        return next(lsn.port for lsn in self.listeners if lsn.name == name)
+
+    def _factory(self, *, tls: ssl.SSLContext | None, implicit: bool) -> RelaySMTP:
+        smtp = self.cfg.smtp
+        return RelaySMTP(
+            self.channel, implicit_tls=implicit, tls_context=tls,
+            auth_require_tls=not (smtp.allow_plaintext_auth or implicit),
+            timeout=smtp.idle_timeout_seconds, command_call_limit=smtp.max_commands,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def _listen(self, name: str, address: str, *, starttls: bool, implicit: bool) -> None:
+        host, port = parse_listen(f"smtp.{name}", address)
+        loop = asyncio.get_running_loop()
+        context = (make_tls_context(self.cfg.smtp.tls_cert, self.cfg.smtp.tls_key)
+                   if starttls or implicit else None)
+        server = await loop.create_server(
+            lambda: self._factory(tls=context if starttls else None, implicit=implicit), host, port,
+            ssl=context if implicit else None, reuse_address=True, start_serving=True,
+        )
+        bound = server.sockets[0].getsockname()
+        self.listeners.append(Listener(name, server, host, int(bound[1])))
+        log.info("SMTP %s listening on %s:%s", name, host, bound[1])
+
+    async def start(self) -> None:
+        """Recover stranded rows, bind the listeners, start the background work, tell systemd."""
+        recovered = await recover(self.store, self.cfg.server.recovery_after_seconds)
+        if recovered:
+            log.warning("recovery: %d message(s) left in flight by a previous run failed and refunded",
+                        recovered)
+        tls = bool(self.cfg.smtp.tls_cert)
+        await self._listen("smtp", self.cfg.smtp.listen, starttls=tls, implicit=False)
+        if self.cfg.smtp.implicit_tls_listen:
+            await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
+        self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
+        systemd.notify("READY=1")
+
+    async def _sweep(self) -> None:
+        """Periodically resolve rows stranded by another instance that died."""
+        period = max(5.0, self.cfg.server.recovery_after_seconds / 2)
+        while True:
+            await asyncio.sleep(period)
+            metrics.UPSTREAM_IN_USE.set(self.pipeline.upstream.in_use)
+            try:
+                await recover(self.store, self.cfg.server.recovery_after_seconds)
+            except TRANSIENT_ERRORS:
+                log.warning("recovery sweep failed; will retry", exc_info=True)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let DATA in progress finish (up to grace seconds), then close everything."""
+        grace = self.cfg.server.shutdown_grace_seconds if grace is None else grace
+        systemd.notify("STOPPING=1")
+        for listener in self.listeners:
+            listener.server.close()
+        self.channel.draining = True
+        deadline = time.monotonic() + grace
+        while True:
+            for conn in list(self.channel.connections):
+                if not conn.in_data:
+                    conn.say_goodbye()
+            if not self.channel.connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.channel.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.server.wait_closed(), 1)
+        assert self.upstream is not None
+        await self.upstream.close()
+
+
+async def serve_until_signalled(server: RelayServer) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()

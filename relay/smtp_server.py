@@ -1,0 +1,383 @@
+"""The SMTP channel: aiosmtpd parses, the pipeline decides, one table turns outcomes into replies."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import email.utils
+import logging
+import ssl
+import time
+import uuid
+import warnings
+from base64 import b64decode
+from collections import OrderedDict, deque
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay import hygiene, metrics
+from relay.outcomes import Outcome, Result
+from relay.pipeline import Message, Pipeline, Transaction
+from relay.store.store import Principal
+
+log = logging.getLogger(__name__)
+
+# aiosmtpd warns on every connection when plaintext AUTH is allowed; relay allows it only by config
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+logging.getLogger("mail.log").addFilter(lambda record: "auth_require_tls" not in record.getMessage())
+
+# The one table: outcome -> (reply code, default enhanced code, text). SPEC.md 'SMTP replies'.
+SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
+    Outcome.SENT: (250, "", "OK: {id}"),
+    Outcome.QUEUED: (250, "", "queued: {id}"),
+    Outcome.RATE_LIMITED: (421, "4.7.0", "{reason}"),
+    Outcome.INSUFFICIENT_CREDITS: (451, "4.7.1", "{reason}"),
+    Outcome.INSUFFICIENT_FUNDS: (451, "4.7.1", "{reason}"),
+    Outcome.KEY_MISSING: (535, "5.7.8", "Authentication credentials invalid"),
+    Outcome.KEY_INVALID: (535, "5.7.8", "Authentication credentials invalid"),
+    Outcome.KEY_DISABLED: (535, "5.7.8", "This API key is disabled. Re-enable or rotate it."),
+    Outcome.INVALID: (550, "5.7.1", "{reason}"),
+    Outcome.TOO_LARGE: (550, "5.3.4", "{reason}"),
+    Outcome.RELAY_FAILED: (550, "5.0.0", "upstream refused the message: {reason}"),
+    Outcome.UPSTREAM_UNAVAILABLE: (451, "4.4.1", "upstream unavailable, try again later"),
+    Outcome.TEMPORARY: (451, "4.3.0", "temporary failure, try again later"),
+}
+TEMPORARY_REPLY = "451 4.3.0 temporary failure, try again later"
+_MAX_REPLY_TEXT = 400
+
+
+def _clean(text: str) -> str:
+    """Reply text: one line, printable ASCII, bounded."""
+    flat = " ".join(text.split())
+    return flat.encode("ascii", "replace").decode()[:_MAX_REPLY_TEXT]
+
+
+def smtp_reply(result: Result) -> str:
+    """The reply line for a pipeline result."""
+    code, enhanced, template = SMTP_REPLIES[result.outcome]
+    text = template.format(id=result.message_id or "", reason=_clean(result.reason))
+    enhanced = result.enhanced or enhanced if code >= 400 else ""
+    if enhanced and code >= 400:
+        enhanced = f"{str(code)[0]}{enhanced[1:]}"  # keep class digit in step with the reply
+    return f"{code} {enhanced} {text}" if enhanced else f"{code} {text}"
+
+
+class AuthThrottle:
+    """Failed AUTH per client address across connections: slow down, then refuse (per process)."""
+
+    def __init__(self, delay_after: int, refuse_after: int, window: float = 900.0,
+                 max_tracked: int = 100_000) -> None:
+        self.delay_after = delay_after
+        self.refuse_after = refuse_after
+        self.window = window
+        self.max_tracked = max_tracked
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, ip: str) -> deque[float]:
+        times = self._failures.get(ip)
+        if times is None:
+            return deque()
+        cutoff = time.monotonic() - self.window
+        while times and times[0] < cutoff:
+            times.popleft()
+        return times
+
+    def verdict(self, ip: str) -> float | None:
+        """Seconds to wait before answering this address's AUTH, or None to refuse it."""
+        n = len(self._recent(ip))
+        if n >= self.refuse_after:
+            return None
+        if n >= self.delay_after:
+            return min(2.0 ** (n - self.delay_after), 8.0)
+        return 0.0
+
+    def failed(self, ip: str) -> None:
+        """Record a failed AUTH."""
+        times = self._failures.pop(ip, None) or deque()
+        times.append(time.monotonic())
+        self._failures[ip] = times
+        while len(self._failures) > self.max_tracked:
+            self._failures.popitem(last=False)
+
+
+class Channel:
+    """What every SMTP connection shares: the pipeline, limits, the throttle, the open connections."""
+
+    def __init__(self, pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
+                 throttle: AuthThrottle) -> None:
+        self.pipeline = pipeline
+        self.hostname = hostname
+        self.max_message_bytes = max_message_bytes
+        self.throttle = throttle
+        self.connections: set[RelaySMTP] = set()
+        self.draining = False
+
+    # aiosmtpd handler hooks ---------------------------------------------------------------
+
+    async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        """MAIL FROM: rate limit, sender authorization, pre-flight (SPEC: as early as known)."""
+        principal: Principal = session.auth_data
+        opened = await self.pipeline.begin(principal, address, "smtp")
+        if isinstance(opened, Result):
+            if opened.outcome is Outcome.RATE_LIMITED:
+                server.close_after_reply = True
+            return smtp_reply(opened)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.txn = opened  # type: ignore[attr-defined]
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        """RCPT TO: address validity and the recipient limit; duplicates are accepted once."""
+        if address.lower() in (r.lower() for r in envelope.rcpt_tos):
+            return "250 2.1.5 OK (duplicate recipient ignored)"
+        problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
+        if problem:
+            return smtp_reply(problem)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with relay's AUTH, SIZE, DATA and error handling."""
+
+    def __init__(self, channel: Channel, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+        super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
+                         data_size_limit=channel.max_message_bytes, **kwargs)
+        self.channel = channel
+        self.implicit_tls = implicit_tls
+        self.close_after_reply = False
+        self.in_data = False
+
+    # connection bookkeeping for graceful shutdown -------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Track the connection so shutdown can reach it."""
+        super().connection_made(transport)
+        self.channel.connections.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Forget the connection."""
+        self.channel.connections.discard(self)
+        super().connection_lost(error)
+
+    def say_goodbye(self) -> None:
+        """Shutdown: tell an idle client and close."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            self.transport.close()
+
+    @property
+    def peer_ip(self) -> str:
+        """The client's address, as text."""
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything unexpected is transient for the client and never shows our internals."""
+        log.exception("SMTP session error from %s", self.peer_ip)
+        self._set_rset_state()
+        return TEMPORARY_REPLY
+
+    async def push(self, status: str | bytes) -> None:
+        """Send a reply; after a 421 the connection is closed, as RFC 5321 requires."""
+        await super().push(status)
+        if self.close_after_reply and self.transport is not None:
+            self.close_after_reply = False
+            self.transport.close()
+
+    # AUTH ---------------------------------------------------------------------------------
+
+    async def _auth_secret(self, mechanism: str, args: list[str]) -> str | None:
+        """The password (the API key) from an AUTH PLAIN/LOGIN exchange; None when aborted."""
+        if mechanism == "PLAIN":
+            if len(args) == 1:
+                blob = await self.challenge_auth("")
+                if not isinstance(blob, bytes):
+                    return None
+            else:
+                try:
+                    blob = b64decode(args[1], validate=True)
+                except (binascii.Error, ValueError):
+                    await self.push("501 5.5.2 Can't decode base64")
+                    return None
+            parts = blob.split(b"\x00")
+            if len(parts) != 3:
+                await self.push("501 5.5.2 Can't split auth value")
+                return None
+            password = parts[2]
+        else:
+            if len(args) == 1:
+                login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+                if not isinstance(login, bytes):
+                    return None
+            else:
+                try:
+                    b64decode(args[1], validate=True)
+                except (binascii.Error, ValueError):
+                    await self.push("501 5.5.2 Can't decode base64")
+                    return None
+            answer = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+            if not isinstance(answer, bytes):
+                return None
+            password = answer
+        return password.decode("utf-8", "replace")
+
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        """AUTH PLAIN / LOGIN with the API key as password, throttled per client address."""
+        if await self.check_helo_needed("EHLO"):
+            return
+        assert self.session is not None
+        if not self.session.extended_smtp:
+            await self.push("500 Error: command 'AUTH' not recognized")
+            return
+        if self._auth_require_tls and not self._tls_protocol:
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            return
+        if self.session.authenticated:
+            await self.push("503 5.5.1 Already authenticated")
+            return
+        args = (arg or "").split()
+        if not args or len(args) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        wait = self.channel.throttle.verdict(self.peer_ip)
+        if wait is None:
+            self.close_after_reply = True
+            await self.push("421 4.7.0 Too many failed authentication attempts, try again later")
+            return
+        secret = await self._auth_secret(mechanism, args)
+        if secret is None:
+            return
+        if wait:
+            await asyncio.sleep(wait)
+        result = await self.channel.pipeline.authenticate(secret)
+        if isinstance(result, Result):
+            if result.outcome is not Outcome.TEMPORARY:
+                self.channel.throttle.failed(self.peer_ip)
+                metrics.AUTH_FAILURES.labels("smtp").inc()
+            await self.push(smtp_reply(result))
+            return
+        self.session.authenticated = True
+        self.session.auth_data = result
+        await self.push("235 2.7.0 Authentication successful")
+
+    # MAIL: SIZE= answered with 550, not aiosmtpd's 552 --------------------------------------
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL FROM, with an oversize SIZE= declaration refused as SPEC.md says (550)."""
+        if arg and self.session is not None and self.session.authenticated:
+            for param in arg.upper().split()[1:]:
+                key, _, value = param.partition("=")
+                if key == "SIZE" and value.isdigit():
+                    problem = self.channel.pipeline.check_size(int(value))
+                    if problem:
+                        await self.push(smtp_reply(problem))
+                        return
+        await super().smtp_MAIL(arg)
+
+    # DATA: read in bulk, strict CRLF.CRLF, limit enforced while reading -----------------------
+
+    async def _read_data(self) -> tuple[bytes | None, bool]:
+        """(data dot-unstuffed, or None when over the limit; saw a bare CR or LF)."""
+        limit = self.data_size_limit or self.channel.max_message_bytes
+        reader = self._reader
+        # the CRLF that ended the DATA line: lets a first line of "." end an empty message
+        buf = bytearray(b"\r\n")
+        search_from = 0
+        dropped = 0
+        while True:
+            end = buf.find(b"\r\n.\r\n", search_from)
+            if end >= 0:
+                break
+            if len(buf) + dropped > limit + 5:
+                # over the limit: keep reading to the end marker, but stop keeping the data
+                dropped += len(buf) - 4
+                del buf[:-4]
+            search_from = max(0, len(buf) - 4)
+            chunk = await reader.read(1 << 18)
+            if not chunk:
+                raise ConnectionResetError("connection closed during DATA")
+            self._reset_timeout()
+            buf += chunk
+        leftover = buf[end + 5:]
+        if leftover:  # pipelined commands after the end marker go back to the command reader
+            reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
+        if dropped or end > limit:
+            return None, False
+        del buf[end + 2:]
+        data = bytes(buf).replace(b"\r\n.", b"\r\n")[2:]
+        crlf = data.count(b"\r\n")
+        bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
+        return data, bare
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """DATA: read, check, prepare, submit through the pipeline, answer from the table."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        txn: Transaction = self.envelope.txn  # type: ignore[attr-defined]
+        self.in_data = True
+        try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            data, bare = await self._read_data()
+            self._reset_timeout()
+            if data is None:
+                result = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
+                assert result is not None
+            elif bare:
+                result = Result(Outcome.INVALID, reason="message data contains a bare CR or LF "
+                                "(RFC 5321 2.3.8); send CRLF line endings", enhanced="5.6.11")
+            else:
+                # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
+                if self._timeout_handle is not None:
+                    self._timeout_handle.cancel()
+                result = await self.channel.pipeline.submit(txn, self._message(data))
+            self._reset_timeout()
+            self._set_post_data_state()
+            await self.push(smtp_reply(result))
+        finally:
+            self.in_data = False
+        if self.channel.draining:
+            self.say_goodbye()
+
+    def _message(self, data: bytes) -> Message:
+        """Parse the header facts and add the trace and missing headers."""
+        assert self.envelope is not None and self.session is not None
+        facts = hygiene.read_header_facts(data)
+        now = datetime.now(UTC)
+        tls = self._tls_protocol is not None or self.implicit_tls
+        received = hygiene.format_received(
+            helo=self.session.host_name, peer_ip=self.peer_ip, hostname=self.hostname,
+            protocol="ESMTPSA" if tls else "ESMTPA", queue_id=uuid.uuid4().hex[:16], when=now,
+        )
+        prepared = hygiene.prepare_for_relay(
+            data, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
+            date=email.utils.format_datetime(now),
+        )
+        return Message(
+            recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
+            data=prepared, has_body=bool(data.strip()), size=len(data),
+        )
+
+
+def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server TLS context from PEM files (TLS 1.2+)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context

@@ -1,0 +1,43 @@
+"""What an upstream is to the pipeline: deliver(envelope, data) -> Delivery, never an exception."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Verdict(enum.Enum):
+    """How a delivery attempt ended."""
+
+    SENT = "sent"
+    PERMANENT = "permanent"  # the upstream refused for good: RELAY_FAILED
+    TRANSIENT = "transient"  # 4xx, timeout, unreachable: UPSTREAM_UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one delivery attempt, already translated from the library's errors."""
+
+    verdict: Verdict
+    reply: str  # the upstream's reply ("250 2.0.0 Ok: queued as X") or what went wrong
+    failure_code: int | None = None
+    refused: tuple[str, ...] = field(default=())  # recipients refused while others were taken
+
+
+class Upstream(Protocol):
+    """A place accepted mail is handed to."""
+
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        """Hand over one message; the result says what happened, errors included."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    @property
+    def in_use(self) -> int:
+        """Connections (or writers) busy right now."""
+        ...

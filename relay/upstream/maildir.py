@@ -1,0 +1,47 @@
+"""The development upstream: every accepted message becomes a standard Maildir file."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay.upstream.base import Delivery, Verdict
+from relay.upstream.classify import FailureCode
+
+
+class MaildirUpstream:
+    """Writes tmp/ then renames into new/, as Maildir readers expect; the envelope goes in headers."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._box = mailbox.Maildir(str(self.path), create=True)
+        self._busy = 0
+
+    @property
+    def in_use(self) -> int:
+        """Writes in progress."""
+        return self._busy
+
+    def _write(self, mail_from: str, recipients: Sequence[str], data: bytes) -> str:
+        # Return-Path and X-Original-To keep the envelope (Bcc recipients included) visible
+        envelope = (
+            f"Return-Path: <{mail_from}>\r\nX-Original-To: {', '.join(recipients)}\r\n"
+        ).encode()
+        return self._box.add(envelope + data)
+
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        """Write the message; a full disk or similar is a transient failure."""
+        self._busy += 1
+        try:
+            key = await asyncio.to_thread(self._write, mail_from, recipients, data)
+        except OSError as exc:
+            return Delivery(Verdict.TRANSIENT, f"maildir write failed: {exc.strerror}",
+                            int(FailureCode.SYSTEM_OTHER))
+        finally:
+            self._busy -= 1
+        return Delivery(Verdict.SENT, f"250 2.0.0 stored in maildir as {key}")
+
+    async def close(self) -> None:
+        """Nothing to release."""

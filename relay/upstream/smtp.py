@@ -1,0 +1,170 @@
+"""The SMTP smarthost upstream: a bounded pool of aiosmtplib connections, errors turned into Deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from relay.upstream.base import Delivery, Verdict
+from relay.upstream.classify import FailureCode, classify, for_connect_failure, for_timeout
+
+_DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+_CHECK_IDLE_AFTER = 5.0  # a connection idle longer than this gets a NOOP before reuse
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"[:500]
+
+
+def _verdict(code: int) -> Verdict:
+    return Verdict.PERMANENT if 500 <= code < 600 else Verdict.TRANSIENT
+
+
+class _Conn:
+    """A pooled client and when it was last used."""
+
+    __slots__ = ("client", "last_used")
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.last_used = time.monotonic()
+
+
+class SmtpUpstream:
+    """Relays over smtp://, smtp+starttls:// (TLS required) or smtps://, reusing connections."""
+
+    def __init__(self, url: str, *, username: str = "", password: str = "", timeout: float = 30.0,
+                 pool_size: int = 10, tls_verify: bool = True, tls_ca_file: str = "",
+                 local_hostname: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"not an SMTP upstream URL: {url!r}")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        self.username = username or unquote(parts.username or "")
+        self.password = password or unquote(parts.password or "")
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._tls: ssl.SSLContext | None = None
+        if self.scheme != "smtp":
+            self._tls = ssl.create_default_context(cafile=tls_ca_file or None)
+            if not tls_verify:
+                self._tls.check_hostname = False
+                self._tls.verify_mode = ssl.CERT_NONE
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[_Conn] = []
+        self._busy = 0
+        self._closed = False
+
+    @property
+    def in_use(self) -> int:
+        """Connections carrying a message right now."""
+        return self._busy
+
+    async def _connect(self) -> _Conn:
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self.timeout,
+            use_tls=self.scheme == "smtps",
+            # True makes STARTTLS mandatory: a stripped STARTTLS is an error, not plaintext
+            start_tls=self.scheme == "smtp+starttls",
+            tls_context=self._tls, local_hostname=self.local_hostname,
+        )
+        await client.connect()
+        if self.username:
+            await client.login(self.username, self.password)
+        return _Conn(client)
+
+    async def _checkout(self) -> _Conn:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.client.is_connected:
+                continue
+            if time.monotonic() - conn.last_used > _CHECK_IDLE_AFTER:
+                try:
+                    await conn.client.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    await self._discard(conn)
+                    continue
+            return conn
+        return await self._connect()
+
+    async def _discard(self, conn: _Conn) -> None:
+        conn.client.close()
+
+    def _checkin(self, conn: _Conn) -> None:
+        if self._closed or not conn.client.is_connected:
+            conn.client.close()
+            return
+        conn.last_used = time.monotonic()
+        self._idle.append(conn)
+
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        """One relay attempt within the total deadline; any failure is a Delivery, never a raise."""
+        async with self._slots:
+            self._busy += 1
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._attempt(mail_from, recipients, data)
+            except TimeoutError:
+                return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
+                                int(for_timeout()))
+            finally:
+                self._busy -= 1
+
+    async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        try:
+            conn = await self._checkout()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            return Delivery(Verdict.TRANSIENT, f"upstream refused our login: {_reply(exc.code, exc.message)}",
+                            int(FailureCode.SYSTEM_OTHER))
+        except aiosmtplib.SMTPResponseException as exc:
+            return Delivery(_verdict(exc.code), _reply(exc.code, exc.message),
+                            int(classify(exc.code, None, exc.message)))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return Delivery(Verdict.TRANSIENT, f"cannot connect to upstream {self.host}:{self.port}: {exc}",
+                            int(for_connect_failure()))
+        try:
+            errors, message = await conn.client.sendmail(mail_from, list(recipients), data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            self._checkin(conn)
+            codes = [r.code for r in exc.recipients]
+            first = exc.recipients[0]
+            # all refused: permanent only if every refusal was permanent
+            verdict = Verdict.PERMANENT if all(500 <= c < 600 for c in codes) else Verdict.TRANSIENT
+            return Delivery(verdict, _reply(first.code, first.message),
+                            int(classify(first.code, None, first.message)))
+        except aiosmtplib.SMTPResponseException as exc:
+            self._checkin(conn)
+            return Delivery(_verdict(exc.code), _reply(exc.code, exc.message),
+                            int(classify(exc.code, None, exc.message)))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            conn.client.close()
+            return Delivery(Verdict.TRANSIENT, f"upstream connection failed: {exc}",
+                            int(FailureCode.PROTOCOL_ERROR))
+        except asyncio.CancelledError:
+            # the deadline hit mid-conversation: this connection's state is unknown
+            conn.client.close()
+            raise
+        self._checkin(conn)
+        refused = tuple(errors)
+        reply = f"250 {' '.join(message.split())}"[:500]
+        if refused:
+            reply += "; refused: " + ", ".join(f"{r} ({errors[r].code})" for r in refused)
+        return Delivery(Verdict.SENT, reply, None, refused)
+
+    async def close(self) -> None:
+        """QUIT idle connections; busy ones are closed when they come back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                async with asyncio.timeout(2):
+                    await conn.client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                conn.client.close()

@@ -1,0 +1,95 @@
+"""A real upstream SMTP peer for tests: listens on port 0, records what it gets, answers as told."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Received:
+    """One message as the peer got it."""
+
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+
+
+@dataclass
+class PeerHandler:
+    """Replies are settable per stage; by default everything is accepted."""
+
+    messages: list[Received] = field(default_factory=list)
+    mail_reply: str | None = None
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    data_delay: float = 0.0
+    connections: int = 0
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.data_reply:
+            return self.data_reply
+        self.messages.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos),
+                                      bytes(envelope.original_content or b"")))
+        return "250 2.0.0 Ok: queued as PEER1"
+
+
+class _CountingSMTP(SMTP):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._original_transport is None:
+            self.event_handler.connections += 1
+
+
+class Peer:
+    """The peer server; `url` is what the relay's upstream.url should say."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None, require_starttls: bool = False) -> None:
+        self.handler = PeerHandler()
+        self.tls = tls
+        self.require_starttls = require_starttls
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> Peer:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _CountingSMTP(self.handler, hostname="peer.test", tls_context=self.tls,
+                                  require_starttls=self.require_starttls, data_size_limit=None,
+                                  loop=loop),
+            "127.0.0.1", 0,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

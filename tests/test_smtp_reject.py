@@ -1,0 +1,300 @@
+"""SMTP relay, every rejection and failure row of SPEC.md: exact reply, nothing relayed, no credit lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import asyncpg
+import pytest
+
+from relay.config import LimitsConfig
+from tests.conftest import relay_config, start_relay
+from tests.smtp_helpers import Raw, login, message, send
+
+
+async def assert_untouched(relay, tenant, balance: int) -> None:
+    assert relay.peer.messages == []
+    assert await relay.balance(tenant) == balance
+
+
+async def test_mail_before_auth_is_530(relay) -> None:
+    raw = await Raw.open(relay.port)
+    await raw.cmd("EHLO client.test")
+    assert (await raw.cmd("MAIL FROM:<app@example.com>")).startswith("530")
+    raw.close()
+
+
+async def test_invalid_key_is_535_at_auth(relay) -> None:
+    t = await relay.tenant()
+    for bad in ("rk_000000000000_nope", t.key + "x", "not-a-key", ""):
+        raw = await Raw.open(relay.port)
+        reply = await raw.auth(bad)
+        assert reply.startswith("535 5.7.8"), (bad, reply)
+        assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("530")
+        raw.close()
+    await assert_untouched(relay, t, 100)
+
+
+async def test_disabled_key_is_535_at_auth(relay) -> None:
+    t = await relay.tenant()
+    await relay.store.set_key_enabled(t.key_id, False)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
+        await login(relay.port, t.key)
+    assert caught.value.code == 535 and "disabled" in caught.value.message
+    await assert_untouched(relay, t, 100)
+
+
+async def test_rate_limited_is_421_at_mail_then_closed(relay) -> None:
+    t = await relay.tenant(rate=2)
+    for _ in range(2):
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    reply = await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    assert reply.startswith("421 4.7.0") and "retry in" in reply
+    assert await raw.closed()
+    assert len(relay.peer.messages) == 2
+    assert await relay.balance(t) == 98
+
+
+async def test_unauthorized_sender_is_550_at_mail(relay) -> None:
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    assert (await raw.cmd("MAIL FROM:<other@elsewhere.test>")).startswith("550 5.7.1")
+    assert (await raw.cmd("MAIL FROM:<not an address>")).startswith(("550", "553", "501"))
+    raw.close()
+    await assert_untouched(relay, t, 100)
+
+
+async def test_invalid_recipient_is_550_at_rcpt(relay) -> None:
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    assert (await raw.cmd("RCPT TO:<no-domain>")).startswith("550 5.1.3")
+    assert (await raw.cmd("RCPT TO:<a@b>")).startswith("550 5.1.3")
+    assert (await raw.cmd("DATA")).startswith("503")  # no valid recipient yet
+    raw.close()
+    await assert_untouched(relay, t, 100)
+
+
+async def test_101st_recipient_is_550(relay) -> None:
+    t = await relay.tenant(credits=1000)
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    for i in range(100):
+        assert (await raw.cmd(f"RCPT TO:<r{i}@dest.test>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<r100@dest.test>")).startswith("550 5.5.3")
+    raw.close()
+    await assert_untouched(relay, t, 1000)
+
+
+@pytest.mark.parametrize("from_header", ["someone@elsewhere.test", "a@evil.test)<app@example.com>", None])
+async def test_from_header_not_authorized_is_550_after_data(relay, from_header) -> None:
+    t = await relay.tenant()
+    if from_header is None:
+        data = b"To: a@dest.test\r\nSubject: no from\r\n\r\nbody\r\n"
+    else:
+        data = message(t.sender, from_header=from_header)
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], data)
+    assert caught.value.code == 550
+    await assert_untouched(relay, t, 100)
+
+
+async def test_empty_message_is_550(relay) -> None:
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    await raw.cmd("RCPT TO:<a@dest.test>")
+    await raw.cmd("DATA")
+    assert (await raw.cmd(".")).startswith("550 5.6.0")
+    assert (await raw.cmd("NOOP")).startswith("250")  # the session goes on
+    raw.close()
+    await assert_untouched(relay, t, 100)
+
+
+async def test_insufficient_credits_at_mail_from(relay) -> None:
+    t = await relay.tenant(credits=0)
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("451 4.7.1")
+    raw.close()
+    await assert_untouched(relay, t, 0)
+
+
+async def test_insufficient_credits_after_data(relay) -> None:
+    t = await relay.tenant(credits=1)
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test", "b@dest.test"], message(t.sender))
+    assert caught.value.code == 451 and "insufficient credits" in caught.value.message
+    await assert_untouched(relay, t, 1)
+    assert await relay.store.logs() == []  # nothing charged, nothing logged
+
+
+async def test_concurrent_sends_never_overspend(relay) -> None:
+    t = await relay.tenant(credits=5)
+
+    async def one(i: int) -> int:
+        try:
+            reply = await send(relay.port, t.key, t.sender, [f"r{i}@dest.test"], message(t.sender))
+            return reply.code
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code
+
+    codes = await asyncio.gather(*(one(i) for i in range(20)))
+    assert sorted(codes) == [250] * 5 + [451] * 15
+    assert len(relay.peer.messages) == 5
+    assert await relay.balance(t) == 0
+
+
+async def test_upstream_permanent_refusal_is_550_and_refunded(relay) -> None:
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.data_reply = "550 5.7.1 Message rejected as spam by Content Filtering"
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test", "b@dest.test"], message(t.sender))
+    assert caught.value.code == 550 and "spam" in caught.value.message
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert row["status"] == "failed" and row["failure_code"] == 1004
+    assert row["credits_charged"] == 2 and row["credits_refunded"] == 2
+
+
+async def test_all_recipients_refused_is_550_and_refunded(relay) -> None:
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.rcpt_replies["a@dest.test"] = "550 5.1.1 <a@dest.test>: User unknown"
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    assert caught.value.code == 550
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert row["failure_code"] == 2001 and row["credits_refunded"] == 1
+
+
+async def test_upstream_transient_refusal_is_451_and_refunded(relay) -> None:
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.mail_reply = "421 4.7.0 Try again later, closing connection"
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    assert caught.value.code == 451 and caught.value.message.startswith("4.4.1")
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert row["status"] == "failed" and row["failure_code"] == 4001 and row["credits_refunded"] == 1
+
+
+async def test_upstream_unreachable_is_451_and_refunded(db_dsn, store, peer) -> None:
+    await peer.stop()
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    try:
+        t = await live.tenant(credits=10)
+        with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+            await send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+        assert caught.value.code == 451
+        assert await live.balance(t) == 10
+        [row] = await store.logs()
+        assert row["failure_code"] == 4003 and row["credits_refunded"] == 1
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_upstream_timeout_is_451_and_refunded(db_dsn, store, peer) -> None:
+    peer.handler.data_delay = 3
+    cfg = relay_config(db_dsn, peer.url, upstream={"timeout_seconds": 0.5})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant(credits=10)
+        with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+            await send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+        assert caught.value.code == 451
+        assert await live.balance(t) == 10
+        [row] = await store.logs()
+        assert row["failure_code"] == 4002 and row["status"] == "failed"
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_size_declared_over_limit_is_550_at_mail(db_dsn, store, peer) -> None:
+    cfg = relay_config(db_dsn, peer.url, limits={"max_message_bytes": 2000})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant()
+        raw = await Raw.open(live.port)
+        ehlo = await raw.auth(t.key)
+        assert ehlo.startswith("235")
+        reply = await raw.cmd(f"MAIL FROM:<{t.sender}> SIZE=2001")
+        assert reply.startswith("550 5.3.4"), reply
+        assert (await raw.cmd(f"MAIL FROM:<{t.sender}> SIZE=2000")).startswith("250")
+        raw.close()
+        await assert_untouched(live, t, 100)
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_data_over_limit_is_550_and_session_continues(db_dsn, store, peer) -> None:
+    cfg = relay_config(db_dsn, peer.url, limits={"max_message_bytes": 2000})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant()
+        client = await login(live.port, t.key)
+        await client.mail(t.sender)
+        await client.rcpt("a@dest.test")
+        with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+            await client.data(message(t.sender, body="x" * 70 + "\r\n") * 40)
+        assert caught.value.code == 550 and caught.value.message.startswith("5.3.4")
+        reply = await client.sendmail(t.sender, ["a@dest.test"], message(t.sender))
+        assert reply[1].startswith("OK: ")
+        await client.quit()
+        assert len(live.peer.messages) == 1
+        assert await live.balance(t) == 99
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_database_unreachable_is_451_and_nothing_charged(relay, pg) -> None:
+    t = await relay.tenant(credits=10)
+    client = await login(relay.port, t.key)
+    db = urlsplit(relay.cfg.database.url).path.lstrip("/")
+    admin = await asyncpg.connect(pg.admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+            await client.sendmail(t.sender, ["a@dest.test"], message(t.sender))
+        assert caught.value.code == 451
+        assert "asyncpg" not in caught.value.message and "Error" not in caught.value.message
+    finally:
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    client.close()
+    await assert_untouched(relay, t, 10)
+
+
+def test_every_outcome_has_an_smtp_reply() -> None:
+    from relay.outcomes import Outcome, Result
+    from relay.smtp_server import SMTP_REPLIES, smtp_reply
+
+    expected = {
+        "SENT": 250, "QUEUED": 250, "RATE_LIMITED": 421, "INSUFFICIENT_CREDITS": 451,
+        "INSUFFICIENT_FUNDS": 451, "KEY_MISSING": 535, "KEY_INVALID": 535, "KEY_DISABLED": 535,
+        "INVALID": 550, "TOO_LARGE": 550, "RELAY_FAILED": 550, "UPSTREAM_UNAVAILABLE": 451,
+        "TEMPORARY": 451,
+    }
+    assert set(SMTP_REPLIES) == set(Outcome)
+    for outcome in Outcome:
+        line = smtp_reply(Result(outcome, message_id="m1", reason="why\r\ninjected"))
+        assert int(line[:3]) == expected[outcome.name], outcome
+        assert "\r" not in line and "\n" not in line
+    assert smtp_reply(Result(Outcome.SENT, message_id="m1")) == "250 OK: m1"
+    assert smtp_reply(Result(Outcome.QUEUED, message_id="m1")) == "250 queued: m1"
+
+
+def test_limits_default_match_spec() -> None:
+    limits = LimitsConfig()
+    assert (limits.calls_per_minute, limits.max_recipients, limits.max_message_bytes) == (120, 100, 10485760)
+    assert uuid.UUID  # the module is used above for message ids

@@ -1,0 +1,147 @@
+"""SMTP relay, accepted paths: SENT and QUEUED replies, the exact envelope, hygiene, partial refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import uuid
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from tests.smtp_helpers import Raw, login, message, send
+
+
+async def test_sent_reply_envelope_and_charge(relay) -> None:
+    t = await relay.tenant(credits=10)
+    data = message(t.sender, extra_headers="Bcc: hidden@dest.test\r\nCc: c@dest.test\r\n")
+    reply = await send(relay.port, t.key, t.sender, ["to@dest.test", "c@dest.test", "hidden@dest.test"], data)
+    assert reply.code == 250
+    assert reply.message.startswith("OK: ")
+    message_id = reply.message.removeprefix("OK: ")
+    assert len(relay.peer.messages) == 1
+    got = relay.peer.messages[0]
+    assert got.mail_from == t.sender
+    assert got.recipients == ["to@dest.test", "c@dest.test", "hidden@dest.test"]  # Bcc kept in envelope
+    assert b"hidden@dest.test" not in got.data  # ...and removed from the headers
+    assert got.data.startswith(b"Received: from ")
+    assert b"\r\nMessage-ID: <" in got.data and b"\r\nDate: " in got.data
+    assert await relay.balance(t) == 7
+    row = await relay.store.message(uuid.UUID(message_id))
+    assert row["status"] == "sent" and row["channel"] == "smtp"
+    assert row["credits_charged"] == 3 and row["credits_refunded"] == 0
+    assert row["recipient_count"] == 3 and row["key_id"] == t.key_id
+
+
+async def test_existing_message_id_and_date_are_kept(relay) -> None:
+    t = await relay.tenant()
+    headers = "Message-ID: <mine@app.test>\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\n"
+    await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender, extra_headers=headers))
+    data = relay.peer.messages[0].data
+    assert data.count(b"Message-ID:") == 1 and b"<mine@app.test>" in data
+    assert data.count(b"\r\nDate:") == 1
+
+
+async def test_dot_stuffed_lines_survive_the_round_trip(relay) -> None:
+    t = await relay.tenant()
+    body = ".starts with a dot\r\n..two dots\r\n.\r\nnot the end\r\n"
+    await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender, body=body))
+    assert relay.peer.messages[0].data.endswith(body.encode())
+
+
+async def test_queued_over_daily_cap(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=1)
+    first = await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    second = await send(relay.port, t.key, t.sender, ["a@dest.test", "b@dest.test"], message(t.sender))
+    assert first.message.startswith("OK: ")
+    assert second.code == 250 and second.message.startswith("queued: ")
+    assert len(relay.peer.messages) == 1  # the queued one is not relayed now
+    assert await relay.balance(t) == 7  # queued messages are charged
+    queued = await relay.store.queued()
+    assert [str(r["id"]) for r in queued] == [second.message.removeprefix("queued: ")]
+    assert queued[0]["deliver_after"] is not None
+    async with relay.store.pool.acquire() as conn:
+        body = await conn.fetchrow("SELECT mail_from, recipients, data FROM queued_bodies")
+    assert body["mail_from"] == t.sender and body["recipients"] == ["a@dest.test", "b@dest.test"]
+    assert b"\r\nSubject: test\r\n" in body["data"]
+
+
+async def test_domain_sender_covers_any_address_and_cap_counts_per_address(relay) -> None:
+    t = await relay.tenant(credits=10, sender="example.org", daily_cap=1)
+    a = await send(relay.port, t.key, "one@example.org", ["x@dest.test"], message("one@example.org"))
+    b = await send(relay.port, t.key, "two@example.org", ["x@dest.test"], message("two@example.org"))
+    c = await send(relay.port, t.key, "one@example.org", ["x@dest.test"], message("one@example.org"))
+    assert a.message.startswith("OK: ") and b.message.startswith("OK: ")
+    assert c.message.startswith("queued: ")
+
+
+async def test_partial_recipient_refusal_charges_only_accepted(relay) -> None:
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.rcpt_replies["gone@dest.test"] = "550 5.1.1 <gone@dest.test>: User unknown"
+    reply = await send(relay.port, t.key, t.sender, ["ok@dest.test", "gone@dest.test"], message(t.sender))
+    assert reply.code == 250
+    assert relay.peer.messages[0].recipients == ["ok@dest.test"]
+    assert await relay.balance(t) == 9
+    row = await relay.store.message(uuid.UUID(reply.message.removeprefix("OK: ")))
+    assert row["status"] == "sent" and row["credits_charged"] == 2 and row["credits_refunded"] == 1
+    assert "gone@dest.test (550)" in row["upstream_reply"]
+
+
+async def test_duplicate_rcpt_is_charged_once(relay) -> None:
+    t = await relay.tenant(credits=10)
+    await send(relay.port, t.key, t.sender, ["a@dest.test", "A@dest.test"], message(t.sender))
+    assert relay.peer.messages[0].recipients == ["a@dest.test"]
+    assert await relay.balance(t) == 9
+
+
+async def test_several_transactions_on_one_connection(relay) -> None:
+    t = await relay.tenant(credits=10)
+    client = await login(relay.port, t.key)
+    for i in range(3):
+        await client.sendmail(t.sender, [f"r{i}@dest.test"], message(t.sender))
+    await client.quit()
+    assert [m.recipients for m in relay.peer.messages] == [["r0@dest.test"], ["r1@dest.test"], ["r2@dest.test"]]
+    assert await relay.balance(t) == 7
+
+
+async def test_pipelined_commands_after_data_are_not_lost(relay) -> None:
+    """Bytes after the end-of-data marker in the same packet are the next commands."""
+    t = await relay.tenant(credits=10)
+    raw = await Raw.open(relay.port)
+    assert (await raw.auth(t.key)).startswith("235")
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    await raw.cmd("RCPT TO:<a@dest.test>")
+    assert (await raw.cmd("DATA")).startswith("354")
+    raw.writer.write(message(t.sender) + b".\r\nNOOP\r\n")
+    assert (await raw.reply()).startswith("250 OK: ")
+    assert (await raw.reply()).startswith("250")  # the NOOP's reply
+    raw.close()
+
+
+async def test_smtplib_plain_and_login(relay) -> None:
+    t = await relay.tenant(credits=10)
+
+    def with_smtplib(mechanism: str) -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = t.sender, "a@dest.test", "smtplib"
+        msg.set_content("hi")
+        with smtplib.SMTP("127.0.0.1", relay.port, timeout=10) as client:
+            client.ehlo()
+            client.user, client.password = "app", t.key
+            client.auth(mechanism, getattr(client, f"auth_{mechanism.lower()}"))
+            client.send_message(msg)
+
+    await asyncio.to_thread(with_smtplib, "PLAIN")
+    await asyncio.to_thread(with_smtplib, "LOGIN")
+    assert len(relay.peer.messages) == 2
+    assert await relay.balance(t) == 8
+
+
+async def test_aiosmtplib_send_message(relay) -> None:
+    t = await relay.tenant(credits=10)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = t.sender, "a@dest.test", "aiosmtplib"
+    msg.set_content("hi")
+    errors, reply = await aiosmtplib.send(msg, hostname="127.0.0.1", port=relay.port, username="x",
+                                          password=t.key, start_tls=False, use_tls=False)
+    assert errors == {} and reply.startswith("OK: ")
