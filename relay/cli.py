@@ -245,7 +245,7 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
         name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
         server = RelayServer(cfg, store, secret_key)
         host, port = cfg.smtp.listen.rsplit(":", 1)
-        print(
+        banner = (
             f"relay dev: data in {cfg.server.data_dir}\n"
             f"  SMTP     {host}:{port}  (AUTH PLAIN/LOGIN without TLS: loopback only)\n"
             f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
@@ -254,10 +254,9 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
             f"try:  swaks --server {host}:{port} --auth PLAIN --auth-user demo --auth-password "
             f"'{full if full.startswith('rk_') else '<key>'}' --from demo@{DEV_SENDER_DOMAIN} "
             f"--to you@example.net\n"
-            "Ctrl-C stops everything.",
-            flush=True,
+            "Ctrl-C stops everything."
         )
-        await serve_until_signalled(server)
+        await serve_until_signalled(server, lambda: print(banner, flush=True))
 
 
 # -- argument parsing -------------------------------------------------------------------

@@ -177,7 +177,14 @@ class Pipeline:
         mid = str(message_id)
         if status == "queued":
             return await self._queue(message_id, txn, message, cost)
-        delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data)
+        try:
+            delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data)
+        except Exception:
+            # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
+            log.exception("delivery of %s raised", mid)
+            await self._finalize(message_id, "failed", cost, "internal error during relay",
+                                 int(FailureCode.SYSTEM_OTHER))
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         return await self._conclude(message_id, mid, delivery, cost)
 
     async def _queue(self, message_id: uuid.UUID, txn: Transaction, message: Message,

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import metrics, systemd
@@ -131,13 +132,15 @@ class RelayServer:
         await self.upstream.close()
 
 
-async def serve_until_signalled(server: RelayServer) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve_until_signalled(server: RelayServer, on_ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; on_ready runs once listening."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
     finally:

@@ -1,0 +1,76 @@
+"""Configuration: defaults, the example file, environment overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from relay.config import Config, ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+def test_example_documents_every_key_with_its_default() -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    defaults = Config()
+    assert set(data) == {f.name for f in dataclasses.fields(Config)}
+    for section, values in data.items():
+        expected = dataclasses.asdict(getattr(defaults, section))
+        assert values == expected, section
+
+
+def test_example_loads() -> None:
+    assert load_config(EXAMPLE, env={}) == Config()
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smtp]\nlisten = "127.0.0.1:2525"\n[limits]\ncalls_per_minute = 5\n')
+    cfg = load_config(path, env={"RELAY_LIMITS_CALLS_PER_MINUTE": "7",
+                                 "RELAY_SMTP_ALLOW_PLAINTEXT_AUTH": "true",
+                                 "RELAY_DATABASE_URL": "postgresql://u@h/db"})
+    assert cfg.smtp.listen == "127.0.0.1:2525"
+    assert cfg.limits.calls_per_minute == 7
+    assert cfg.smtp.allow_plaintext_auth is True
+    assert cfg.database.url == "postgresql://u@h/db"
+
+
+def test_relay_config_env_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smtp]\nhostname = "mx.test"\n')
+    assert load_config(None, env={"RELAY_CONFIG": str(path)}).smtp.hostname == "mx.test"
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ("[smtp]\nlisen = \"x\"\n", {}, "unknown config key smtp.lisen"),
+    ("[smpt]\n", {}, "unknown config section [smpt]"),
+    ("[limits]\ncalls_per_minute = \"lots\"\n", {}, "limits.calls_per_minute: expected a whole number"),
+    ("[limits]\ncalls_per_minute = 0\n", {}, "limits.calls_per_minute: must be greater than 0"),
+    ("[smtp]\nlisten = \"nowhere\"\n", {}, "smtp.listen: expected host:port"),
+    ("[upstream]\nurl = \"http://x\"\n", {}, "upstream.url: scheme must be one of"),
+    ("[smtp]\nallow_plaintext_auth = \"yes\"\n", {}, "smtp.allow_plaintext_auth: expected true or false"),
+    ("", {"RELAY_LIMITS_MAX_RECIPIENTS": "many"}, "limits.max_recipients (from RELAY_LIMITS_MAX_RECIPIENTS)"),
+    ("", {"RELAY_SMTP_NOPE": "1"}, "unknown config key smtp.nope (from RELAY_SMTP_NOPE)"),
+    ("[smtp]\nimplicit_tls_listen = \"0.0.0.0:465\"\n", {}, "smtp.implicit_tls_listen: needs"),
+    ("not toml [", {}, "config file"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, env: dict[str, str],
+                                               message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/relay.toml", env={})
+
+
+def test_unrelated_environment_is_ignored() -> None:
+    assert load_config(None, env={"RELAY_TEST_DSN": "x", "RELAYX": "y"}) == Config()

@@ -1,0 +1,108 @@
+"""Start-up and shutdown: graceful SIGTERM-style stop, the recovery sweep, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from relay.pipeline import recover
+from relay.store import migrate
+from tests.conftest import relay_config, start_relay
+from tests.smtp_helpers import Raw, message, send
+
+
+async def test_graceful_stop_finishes_data_in_flight(db_dsn, store, peer) -> None:
+    peer.handler.data_delay = 1.0
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    idle = await Raw.open(live.port)
+    sending = asyncio.create_task(send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender)))
+    await asyncio.sleep(0.5)  # the message is with the slow upstream now
+    await live.server.stop(grace=5)
+    reply = await sending
+    assert reply.code == 250 and len(peer.messages) == 1
+    assert (await idle.reply()).startswith("421 4.3.2")  # idle clients are told, then closed
+    assert await idle.closed()
+    try:
+        await asyncio.open_connection("127.0.0.1", live.port)
+        accepted = True
+    except OSError:
+        accepted = False
+    assert not accepted
+    assert await live.balance(t) == 9
+
+
+async def test_recovery_refunds_rows_a_crash_left_behind(relay) -> None:
+    t = await relay.tenant(credits=10)
+    stranded = uuid.uuid4()
+    status = await relay.store.admit(stranded, "smtp", t.key_id, t.account_id, t.sender, 3, 100, 3, 1000)
+    assert status == "sending"
+    queued_without_body = uuid.uuid4()
+    await relay.store.admit(queued_without_body, "smtp", t.key_id, t.account_id, t.sender, 2, 100, 2, 0)
+    assert await relay.store.balance(t.account_id) == 5
+    assert await recover(relay.store, older_than_seconds=300) == 0  # too recent: maybe still in flight
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET updated_at = now() - interval '10 minutes'")
+    assert await recover(relay.store, older_than_seconds=300) == 2
+    assert await relay.balance(t) == 10
+    for message_id in (stranded, queued_without_body):
+        row = await relay.store.message(message_id)
+        assert row["status"] == "failed" and row["credits_refunded"] == row["credits_charged"]
+        assert row["failure_code"] == 4999
+    assert await recover(relay.store, older_than_seconds=300) == 0  # never refunded twice
+    assert await relay.balance(t) == 10
+
+
+async def test_server_start_runs_recovery(db_dsn, store, peer) -> None:
+    first = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await first.tenant(credits=10)
+    await first.server.stop(grace=1)
+    await store.admit(uuid.uuid4(), "smtp", t.key_id, t.account_id, t.sender, 1, 10, 1, 1000)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET updated_at = now() - interval '1 hour'")
+    second = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    try:
+        assert await second.balance(t) == 10
+    finally:
+        await second.server.stop(grace=1)
+
+
+async def test_refund_happens_at_most_once(relay) -> None:
+    t = await relay.tenant(credits=10)
+    mid = uuid.uuid4()
+    await relay.store.admit(mid, "api", t.key_id, t.account_id, t.sender, 2, 10, 2, 1000)
+    results = await asyncio.gather(*(relay.store.finalize(mid, "failed", 2, "x", 4999) for _ in range(5)))
+    assert sorted(results) == [False] * 4 + [True]
+    assert await relay.balance(t) == 10
+
+
+async def test_migrate_twice_is_a_noop(db_dsn) -> None:
+    conn = await asyncpg.connect(db_dsn)  # the template is already migrated
+    try:
+        assert await migrate.migrate(conn) == []
+        assert await migrate.pending(conn) == []
+        versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [m.version for m in migrate.available()]
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrations_on_a_fresh_database(pg) -> None:
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg.admin_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        conns = [await asyncpg.connect(pg.dsn(name)) for _ in range(4)]
+        try:
+            ran = await asyncio.gather(*(migrate.migrate(c) for c in conns))
+            assert sorted(len(r) for r in ran) == [0, 0, 0, len(migrate.available())]
+            rows = await conns[0].fetch("SELECT version FROM schema_migrations")
+            assert len(rows) == len(migrate.available())
+        finally:
+            for c in conns:
+                await c.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

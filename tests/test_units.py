@@ -1,0 +1,88 @@
+"""Pure functions: key format and digest, address checks, sender matching, the auth throttle."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import keys
+from relay.addresses import is_valid_address, is_valid_sender_pattern, matching_rule, normalize
+from relay.smtp_server import AuthThrottle
+from relay.store.store import SenderRule
+
+
+def test_key_round_trip_and_digest() -> None:
+    key_id, secret = keys.new_key_id(), keys.new_secret()
+    full = keys.format_key(key_id, secret)
+    assert full.startswith(f"rk_{key_id}_")
+    parsed = keys.parse_key(full)
+    assert parsed == keys.ParsedKey(key_id, secret)
+    assert len(secret) >= 43  # 256 bits, URL-safe base64
+    stored = keys.digest(b"server", secret)
+    assert keys.verify(b"server", secret, stored)
+    assert not keys.verify(b"other-server", secret, stored)
+    assert not keys.verify(b"server", secret + "x", stored)
+    assert secret.encode() not in stored
+
+
+@pytest.mark.parametrize("raw", ["", "rk_", "rk_abc_def", "xx_0123456789ab_secret", "rk_0123456789ab_",
+                                 "rk_0123456789AB_secret", "rk_0123456789ab" + "_" + "s" * 200])
+def test_malformed_keys_are_rejected(raw: str) -> None:
+    assert keys.parse_key(raw) is None
+
+
+def test_secret_may_contain_underscores() -> None:
+    assert keys.parse_key("rk_0123456789ab_a_b_c") == keys.ParsedKey("0123456789ab", "a_b_c")
+
+
+@pytest.mark.parametrize(("address", "ok"), [
+    ("app@example.com", True), ("first.last+tag@sub.example.co.uk", True), ("a@b", False),
+    ("no-at-sign", False), ("two@@example.com", False), (".lead@example.com", False),
+    ("dots..in@example.com", False), ("a@-bad.com", False), ("a@example.123", False),
+    ("x" * 65 + "@example.com", False), ("ünï@example.com", False), ("a b@example.com", False),
+    ('"quoted"@example.com', False), ("a@[127.0.0.1]", False), ("", False),
+])
+def test_address_validity(address: str, ok: bool) -> None:
+    assert is_valid_address(address) is ok
+
+
+def test_sender_matching_prefers_exact_address() -> None:
+    rules = [SenderRule("example.com", 5), SenderRule("vip@example.com", 50)]
+    assert matching_rule("VIP@Example.com", rules) == SenderRule("vip@example.com", 50)
+    assert matching_rule("other@example.com", rules) == SenderRule("example.com", 5)
+    assert matching_rule("x@sub.example.com", rules) is None
+    assert matching_rule("x@example.org", rules) is None
+    assert normalize("App@Example.COM") == "App@example.com"
+
+
+def test_sender_patterns() -> None:
+    assert is_valid_sender_pattern("example.com")
+    assert is_valid_sender_pattern("app@example.com")
+    assert not is_valid_sender_pattern("localhost")
+    assert not is_valid_sender_pattern("@example.com")
+
+
+def test_auth_throttle_delays_then_refuses() -> None:
+    throttle = AuthThrottle(delay_after=2, refuse_after=4)
+    assert throttle.verdict("1.2.3.4") == 0
+    throttle.failed("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    assert throttle.verdict("1.2.3.4") == 1.0
+    throttle.failed("1.2.3.4")
+    assert throttle.verdict("1.2.3.4") == 2.0
+    throttle.failed("1.2.3.4")
+    assert throttle.verdict("1.2.3.4") is None
+    assert throttle.verdict("5.6.7.8") == 0  # per address
+
+
+def test_auth_throttle_forgets_after_the_window() -> None:
+    throttle = AuthThrottle(delay_after=1, refuse_after=2, window=0.0)
+    throttle.failed("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    assert throttle.verdict("1.2.3.4") == 0
+
+
+def test_auth_throttle_memory_is_bounded() -> None:
+    throttle = AuthThrottle(delay_after=1, refuse_after=2, max_tracked=10)
+    for i in range(100):
+        throttle.failed(f"10.0.0.{i}")
+    assert len(throttle._failures) == 10
