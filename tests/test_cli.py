@@ -91,7 +91,7 @@ async def test_logs_and_queue_json(db_dsn, store) -> None:
     code, out, _ = await run(db_dsn, "logs", "--status", "queued", "--channel", "api", "--json")
     assert [r["id"] for r in json.loads(out)] == [str(queued)]
     code, out, _ = await run(db_dsn, "queue", "--json")
-    assert [r["id"] for r in json.loads(out)] == [str(queued)]
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [str(queued)]
 
 
 @pytest.mark.parametrize(("args", "expected"), [
