@@ -204,7 +204,7 @@ def main() -> None:
         child(args.child, args.port)
         return
 
-    import asyncpg  # noqa: F401 - fail early when the project is not installed
+    import asyncpg
 
     from relay.embedded import EmbeddedPostgres
 
@@ -221,7 +221,6 @@ def main() -> None:
             await conn.execute("CREATE DATABASE relay")
             await conn.close()
 
-        import asyncpg
         asyncio.run(create_db())
         dsn = pg.dsn("relay")
         key, sender = asyncio.run(prepare_database(dsn))
