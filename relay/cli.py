@@ -175,9 +175,26 @@ async def cmd_logs(store: Store, args: argparse.Namespace) -> None:
 async def cmd_queue(store: Store, args: argparse.Namespace) -> None:
     """List queued messages."""
     rows = await store.queued(args.sender)
-    text = "\n".join(f"{r['id']} {r['sender']} rcpt={r['recipient_count']} after {r['deliver_after']}"
-                     for r in rows)
+    text = "\n".join(f"{r['id']} {r['sender']} rcpt={r['recipient_count']} after {r['deliver_after']} "
+                     f"attempts={r['attempts']}" for r in rows)
     _emit(args, rows, text or "queue is empty")
+
+
+async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
+    """Deliver queued messages now (operator override of the cap), paced like the worker."""
+    from relay.queue import QueueWorker, utcnow
+    from relay.upstream.factory import make_upstream
+
+    cfg: Config = args.cfg
+    released = await store.release(utcnow(), args.sender)
+    upstream = make_upstream(cfg)
+    try:
+        tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
+    finally:
+        await upstream.close()
+    data = {"released": released, "sent": tally.sent, "failed": tally.failed, "retry_later": tally.retried}
+    _emit(args, data, f"released {released}: {tally.sent} sent, {tally.failed} failed, "
+                      f"{tally.retried} to retry later")
 
 
 # -- servers ----------------------------------------------------------------------------
@@ -327,13 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["sending", "sent", "queued", "failed"])
     p.add_argument("--channel", choices=["api", "smtp"])
     p.add_argument("--limit", type=_positive("--limit"), default=50)
-    p = leaf(sub, "queue", cmd_queue, "list queued messages")
+    p = leaf(sub, "queue", cmd_queue, "list queued messages (or: queue release)")
     p.add_argument("--sender")
+    queue = p.add_subparsers(dest="action", required=False, parser_class=_Parser)
+    p = leaf(queue, "release", cmd_queue_release, "deliver queued messages now (operator override of the cap)")
+    p.add_argument("--sender", help="only this sender address")
     return parser
 
 
 async def _with_store(cfg: Config, args: argparse.Namespace) -> None:
     args.secret_key = key_secret(cfg)
+    args.cfg = cfg
     async with database(cfg, pool_size=2) as store:
         await args.handler(store, args)
 

@@ -49,6 +49,7 @@ class SmtpConfig:
     max_commands: int = 1000
     auth_failures_before_delay: int = 3
     auth_failures_before_refusal: int = 10
+    proxy_protocol: bool = False  # expect a PROXY v1/v2 header from a load balancer on every connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,26 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Delivery of messages queued over a sender's daily cap."""
+
+    rate_per_second: float = 20.0  # per instance, so a backlog does not burst the upstream
+    poll_seconds: float = 30.0
+    retry_base_seconds: float = 60.0
+    retry_max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """What is kept, and for how long."""
+
+    keep_bodies_hours: float = 0.0  # bodies of delivered or failed queued messages
+    log_days: float = 90.0
+    cleanup_interval_seconds: float = 600.0
+    batch_size: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -94,6 +115,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -187,10 +210,19 @@ def _validate(cfg: Config) -> None:
         "limits.max_recipients": cfg.limits.max_recipients,
         "limits.max_message_bytes": cfg.limits.max_message_bytes,
         "limits.credits_per_recipient": cfg.limits.credits_per_recipient,
+        "queue.rate_per_second": cfg.queue.rate_per_second,
+        "queue.poll_seconds": cfg.queue.poll_seconds,
+        "queue.retry_base_seconds": cfg.queue.retry_base_seconds,
+        "queue.retry_max_seconds": cfg.queue.retry_max_seconds,
+        "retention.log_days": cfg.retention.log_days,
+        "retention.cleanup_interval_seconds": cfg.retention.cleanup_interval_seconds,
+        "retention.batch_size": cfg.retention.batch_size,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
+    if cfg.retention.keep_bodies_hours < 0:
+        raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
 

@@ -10,10 +10,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from relay import metrics, systemd
 from relay.config import Config, parse_listen
 from relay.pipeline import TRANSIENT_ERRORS, Pipeline, recover
+from relay.queue import QueueWorker, utcnow
 from relay.smtp_server import AuthThrottle, Channel, RelaySMTP, make_tls_context
 from relay.store.store import Store
 from relay.upstream.base import Upstream
@@ -40,6 +42,7 @@ class RelayServer:
     store: Store
     key_secret: bytes
     upstream: Upstream | None = None
+    clock: Callable[[], datetime] = utcnow
     listeners: list[Listener] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -51,6 +54,7 @@ class RelayServer:
             self.pipeline, hostname=smtp.hostname, max_message_bytes=self.cfg.limits.max_message_bytes,
             throttle=AuthThrottle(smtp.auth_failures_before_delay, smtp.auth_failures_before_refusal),
         )
+        self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
 
     def port(self, name: str) -> int:
         """The bound port of a listener ('smtp', 'smtps')."""
@@ -62,6 +66,7 @@ class RelayServer:
             self.channel, implicit_tls=implicit, tls_context=tls,
             auth_require_tls=not (smtp.allow_plaintext_auth or implicit),
             timeout=smtp.idle_timeout_seconds, command_call_limit=smtp.max_commands,
+            proxy_protocol_timeout=5.0 if smtp.proxy_protocol else None,
             loop=asyncio.get_running_loop(),
         )
 
@@ -89,6 +94,8 @@ class RelayServer:
         if self.cfg.smtp.implicit_tls_listen:
             await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
         self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
+        self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
+        self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue-worker"))
         systemd.notify("READY=1")
 
     async def _sweep(self) -> None:
@@ -101,6 +108,19 @@ class RelayServer:
                 await recover(self.store, self.cfg.server.recovery_after_seconds)
             except TRANSIENT_ERRORS:
                 log.warning("recovery sweep failed; will retry", exc_info=True)
+
+    async def _cleanup(self) -> None:
+        """Retention: delete old bodies and log rows in batches, every cleanup interval."""
+        retention = self.cfg.retention
+        while True:
+            try:
+                removed = await self.store.cleanup(keep_bodies_hours=retention.keep_bodies_hours,
+                                                   log_days=retention.log_days, batch=retention.batch_size)
+                if any(removed.values()):
+                    log.info("retention: removed %s", removed)
+            except TRANSIENT_ERRORS:
+                log.warning("retention cleanup failed; will retry", exc_info=True)
+            await asyncio.sleep(retention.cleanup_interval_seconds)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let DATA in progress finish (up to grace seconds), then close everything."""

@@ -116,6 +116,10 @@ class Channel:
 
     # aiosmtpd handler hooks ---------------------------------------------------------------
 
+    async def handle_PROXY(self, server: RelaySMTP, session: Session, envelope: Envelope, proxy_data: Any) -> bool:
+        """smtp.proxy_protocol: accept a well-formed PROXY header (the balancer is trusted by config)."""
+        return bool(proxy_data) and getattr(proxy_data, "src_addr", None) is not None
+
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: rate limit, sender authorization, pre-flight (SPEC: as early as known)."""
@@ -173,7 +177,10 @@ class RelaySMTP(SMTP):
 
     @property
     def peer_ip(self) -> str:
-        """The client's address, as text."""
+        """The client's address, as text (the proxied client's, behind a PROXY-protocol balancer)."""
+        proxied = getattr(self.session, "proxy_data", None)
+        if proxied is not None and getattr(proxied, "src_addr", None) is not None:
+            return str(proxied.src_addr)
         peer = self.session.peer if self.session else None
         return str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
 

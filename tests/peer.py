@@ -27,10 +27,15 @@ class PeerHandler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
     data_delay: float = 0.0
+    mail_delay: float = 0.0
     connections: int = 0
+    mail_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
+        self.mail_seen.set()
+        if self.mail_delay:
+            await asyncio.sleep(self.mail_delay)
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address

@@ -259,3 +259,25 @@ async def test_exception_in_the_channel_is_451_not_aiosmtpd_500(relay, monkeypat
     assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
     raw.close()
     assert relay.peer.messages == [] and await relay.balance(t) == 10
+
+
+async def test_proxy_protocol_client_address_is_used(db_dsn, store, peer) -> None:
+    live = await start_relay(relay_config(db_dsn, peer.url, smtp={"proxy_protocol": True}), store, peer)
+    try:
+        t = await live.tenant()
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 587\r\n")
+        raw = Raw(reader, writer)
+        assert (await raw.reply()).startswith("220")
+        assert (await raw.auth(t.key)).startswith("235")
+        await raw.cmd(f"MAIL FROM:<{t.sender}>")
+        await raw.cmd("RCPT TO:<a@dest.test>")
+        await raw.cmd("DATA")
+        assert (await raw.cmd(message(t.sender) + b".\r\n")).startswith("250 OK: ")
+        raw.close()
+        assert b"([203.0.113.7])" in live.peer.messages[0].data
+        # without the header the connection is refused
+        raw = await Raw.open(live.port)
+        assert await raw.closed()
+    finally:
+        await live.server.stop(grace=1)

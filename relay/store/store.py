@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -67,21 +68,50 @@ class OpenResult:
     credits: int
 
 
+LOG_FIELDS = (
+    "id", "channel", "status", "key_id", "account_id", "sender", "recipient_count", "size_bytes",
+    "credits_charged", "credits_refunded", "upstream_reply", "failure_code", "deliver_after",
+    "attempts", "created_at", "updated_at", "finished_at",
+)
+QUEUE_CHANNEL = "relay_queue"  # NOTIFY channel: queued messages became due
+
+
 @dataclass(frozen=True, slots=True)
-class QueuedBody:
-    """What a queued message needs to be relayed later."""
+class QueuedItem:
+    """A claimed queued message: what delivery needs and what the retry rules look at."""
 
     message_id: uuid.UUID
     mail_from: str
     recipients: list[str]
     data: bytes
+    credits_charged: int
+    attempts: int
+    deferrals: int
+    created_at: datetime
 
 
-LOG_FIELDS = (
-    "id", "channel", "status", "key_id", "account_id", "sender", "recipient_count", "size_bytes",
-    "credits_charged", "credits_refunded", "upstream_reply", "failure_code", "deliver_after",
-    "created_at", "updated_at", "finished_at",
-)
+class Claim:
+    """A queued message locked (FOR UPDATE SKIP LOCKED) in an open transaction until it is settled."""
+
+    def __init__(self, conn: asyncpg.Connection, item: QueuedItem) -> None:
+        self.conn = conn
+        self.item = item
+
+    async def finalize(self, status: str, refund: int, reply: str | None, failure_code: int | None) -> bool:
+        """Sent or failed for good (refund at most once), committed with the claim."""
+        return bool(await self.conn.fetchval(
+            "SELECT relay_finalize($1, $2, $3, $4, $5)",
+            self.item.message_id, status, refund, reply, failure_code,
+        ))
+
+    async def retry_at(self, when: datetime, reply: str, failure_code: int | None, deferred: bool) -> None:
+        """A transient failure: try again not before when."""
+        await self.conn.execute(
+            "UPDATE messages SET deliver_after = $2, attempts = attempts + 1, "
+            "deferrals = deferrals + $3::int, upstream_reply = $4, failure_code = $5, "
+            "updated_at = clock_timestamp() WHERE id = $1",
+            self.item.message_id, when, int(deferred), reply, failure_code,
+        )
 
 
 def _row(record: asyncpg.Record) -> dict[str, Any]:
@@ -308,6 +338,50 @@ class Store:
         )
         return [_row(r) for r in rows]
 
+    @contextlib.asynccontextmanager
+    async def claim_queued(self, now: datetime, sender: str | None = None) -> AsyncIterator[Claim | None]:
+        """Lock the next due queued message for the length of the block (None: nothing due).
+
+        The lock is a row lock in an open transaction: another instance skips the row, and if this
+        process dies the transaction rolls back and the message is simply queued again.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            item = await _claim_one(conn, now, sender)
+            yield None if item is None else Claim(conn, item)
+
+    async def release(self, now: datetime, sender: str | None = None) -> int:
+        """Make queued messages due now (operator override of the cap) and wake the workers."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE messages SET deliver_after = $1 WHERE status = 'queued' AND deliver_after > $1 "
+                "AND ($2::text IS NULL OR sender = $2)", now, sender,
+            )
+            await conn.execute(f"NOTIFY {QUEUE_CHANNEL}")
+        return int(status.split()[-1])
+
+    async def cleanup(self, *, keep_bodies_hours: float, log_days: float, batch: int) -> dict[str, int]:
+        """Retention in batches: bodies of finished messages, old log rows, old counters."""
+        removed = {"bodies": 0, "messages": 0, "counters": 0}
+        statements = {
+            "bodies": "DELETE FROM queued_bodies WHERE message_id IN (SELECT b.message_id FROM queued_bodies b "
+                      "JOIN messages m ON m.id = b.message_id WHERE m.finished_at < clock_timestamp() "
+                      "- make_interval(secs => $1) LIMIT $2)",
+            "messages": "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE finished_at < "
+                        "clock_timestamp() - make_interval(secs => $1) LIMIT $2)",
+            "counters": "DELETE FROM sender_day_counts WHERE ctid IN (SELECT ctid FROM sender_day_counts "
+                        "WHERE day < (clock_timestamp() AT TIME ZONE 'UTC')::date - 2 "
+                        "AND $1::float8 IS NOT NULL LIMIT $2)",
+        }
+        ages = {"bodies": keep_bodies_hours * 3600, "messages": log_days * 86400, "counters": 0.0}
+        for name, sql in statements.items():
+            while True:
+                status = await self.pool.execute(sql, ages[name], batch)
+                count = int(status.split()[-1])
+                removed[name] += count
+                if count < batch:
+                    break
+        return removed
+
     async def queued(self, sender: str | None = None) -> list[dict[str, Any]]:
         """Queued messages, oldest first."""
         rows = await self.pool.fetch(
@@ -315,6 +389,20 @@ class Store:
             "AND ($1::text IS NULL OR sender = $1) ORDER BY created_at", sender,
         )
         return [_row(r) for r in rows]
+
+
+async def _claim_one(conn: asyncpg.Connection, now: datetime, sender: str | None) -> QueuedItem | None:
+    row = await conn.fetchrow(
+        "SELECT m.id, b.mail_from, b.recipients, b.data, m.credits_charged, m.attempts, m.deferrals, "
+        "m.created_at FROM messages m JOIN queued_bodies b ON b.message_id = m.id "
+        "WHERE m.status = 'queued' AND m.deliver_after <= $1 AND ($2::text IS NULL OR m.sender = $2) "
+        "ORDER BY m.deliver_after LIMIT 1 FOR UPDATE OF m SKIP LOCKED",
+        now, sender,
+    )
+    if row is None:
+        return None
+    return QueuedItem(row["id"], row["mail_from"], list(row["recipients"]), bytes(row["data"]),
+                      row["credits_charged"], row["attempts"], row["deferrals"], row["created_at"])
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""The cap-queue worker: delivers queued messages once due, paced, retried, refunded when they fail."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from relay.config import LimitsConfig, QueueConfig
+from relay.pipeline import TRANSIENT_ERRORS
+from relay.store.store import QUEUE_CHANNEL, Claim, Store
+from relay.upstream.base import Upstream, Verdict
+from relay.upstream.classify import FailureCode
+
+log = logging.getLogger(__name__)
+
+PROMISE = timedelta(hours=24)  # SPEC: a queued message is delivered within 24 hours of acceptance
+
+
+def utcnow() -> datetime:
+    """The real clock (tests inject another)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Tally:
+    """What one pass of the worker did."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+
+    @property
+    def handled(self) -> int:
+        """Messages settled or rescheduled."""
+        return self.sent + self.failed + self.retried
+
+
+def backoff(attempts: int, queue: QueueConfig) -> timedelta:
+    """Delay before the next try after `attempts` failed ones: exponential, capped."""
+    seconds = queue.retry_base_seconds * 2 ** max(0, attempts - 1)
+    return timedelta(seconds=min(seconds, queue.retry_max_seconds))
+
+
+@dataclass
+class QueueWorker:
+    """Claims due messages with FOR UPDATE SKIP LOCKED (so instances share the work) and delivers them."""
+
+    store: Store
+    upstream: Upstream
+    limits: LimitsConfig
+    queue: QueueConfig
+    clock: Callable[[], datetime] = utcnow
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def deliver_due(self, *, sender: str | None = None, limit: int | None = None) -> Tally:
+        """Deliver what is due now, one message at a time at the configured pace."""
+        tally = Tally()
+        interval = 1.0 / self.queue.rate_per_second
+        while limit is None or tally.handled < limit:
+            started = asyncio.get_running_loop().time()
+            async with self.store.claim_queued(self.clock(), sender) as claim:
+                if claim is None:
+                    break
+                await self._deliver(claim, tally)
+            spare = interval - (asyncio.get_running_loop().time() - started)
+            if spare > 0:
+                await asyncio.sleep(spare)
+        return tally
+
+    async def _deliver(self, claim: Claim, tally: Tally) -> None:
+        item = claim.item
+        now = self.clock()
+        deadline = item.created_at + PROMISE
+        if now >= deadline:
+            # never tried in time (relay was down): a late transactional mail can do harm; refund
+            await claim.finalize("failed", item.credits_charged, "not delivered within 24 hours of acceptance",
+                                 int(FailureCode.EXPIRED))
+            tally.failed += 1
+            return
+        delivery = await self.upstream.deliver(item.mail_from, item.recipients, item.data)
+        if delivery.verdict is Verdict.SENT:
+            refund = len(delivery.refused) * self.limits.credits_per_recipient
+            await claim.finalize("sent", refund, delivery.reply, None)
+            tally.sent += 1
+            return
+        if delivery.verdict is Verdict.PERMANENT:
+            await claim.finalize("failed", item.credits_charged, delivery.reply, delivery.failure_code)
+            tally.failed += 1
+            return
+        deferred = delivery.reply[:1] == "4"  # the upstream answered "try later" (not a timeout)
+        retry = now + backoff(item.attempts + 1, self.queue)
+        if retry >= deadline:
+            code = FailureCode.DEFERRED_UNTIL_EXPIRED if deferred or item.deferrals else FailureCode.EXPIRED
+            await claim.finalize("failed", item.credits_charged, delivery.reply, int(code))
+            tally.failed += 1
+            return
+        await claim.retry_at(retry, delivery.reply, delivery.failure_code, deferred)
+        tally.retried += 1
+
+    def wake(self) -> None:
+        """Look for due messages now (a NOTIFY arrived)."""
+        self._wake.set()
+
+    def _on_notify(self, *_: object) -> None:
+        self.wake()
+
+    async def run(self) -> None:
+        """Forever: deliver what is due, then sleep until woken or the poll interval passes."""
+        listener: asyncpg.Connection | None = None
+        try:
+            while True:
+                if listener is None or listener.is_closed():
+                    listener = await self._listen()
+                try:
+                    tally = await self.deliver_due()
+                    if tally.handled:
+                        log.info("queue: %d sent, %d failed, %d to retry", tally.sent, tally.failed,
+                                 tally.retried)
+                        continue
+                except TRANSIENT_ERRORS:
+                    log.warning("queue worker: database trouble, will retry", exc_info=True)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.queue.poll_seconds)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    if not listener.is_closed():
+                        await listener.remove_listener(QUEUE_CHANNEL, self._on_notify)
+                    await self.store.pool.release(listener)
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        """A pooled connection that LISTENs for releases; the poll interval covers us when it is down."""
+        try:
+            conn: asyncpg.Connection = await self.store.pool.acquire()
+            await conn.add_listener(QUEUE_CHANNEL, self._on_notify)
+        except TRANSIENT_ERRORS:
+            log.warning("queue worker: cannot LISTEN, polling only", exc_info=True)
+            return None
+        return conn

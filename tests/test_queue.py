@@ -1,0 +1,295 @@
+"""The cap queue: delivery after the day turns, retries and their failure codes, crash safety,
+several instances on one database, retention, and messages whose account changed after queueing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+
+from relay.config import LimitsConfig, QueueConfig
+from relay.queue import PROMISE, QueueWorker
+from relay.store.store import Store
+from relay.upstream.smtp import SmtpUpstream
+from tests.conftest import KEY_SECRET, relay_config, start_relay
+from tests.peer import Peer
+from tests.smtp_helpers import message, send
+
+FAST = QueueConfig(rate_per_second=1000, poll_seconds=0.2, retry_base_seconds=60, retry_max_seconds=3600)
+RELAY = str(Path(sys.executable).parent / "relay")
+
+
+async def queue_one(relay, tenant, recipients=("a@dest.test",)) -> uuid.UUID:
+    """Send over the cap through the real SMTP path; the id of the queued message."""
+    reply = await send(relay.port, tenant.key, tenant.sender, list(recipients), message(tenant.sender))
+    assert reply.message.startswith("queued: "), reply
+    return uuid.UUID(reply.message.removeprefix("queued: "))
+
+
+def worker(store: Store, peer: Peer, clock, queue: QueueConfig = FAST) -> QueueWorker:
+    upstream = SmtpUpstream(peer.url, timeout=2, pool_size=4)
+    return QueueWorker(store, upstream, LimitsConfig(), queue, clock)
+
+
+async def refunds(store: Store, message_id: uuid.UUID) -> int:
+    return int(await store.pool.fetchval(
+        "SELECT count(*) FROM credit_ledger WHERE message_id = $1 AND kind = 'refund'", message_id))
+
+
+async def test_delivered_once_the_day_turns(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=1)
+    await send(relay.port, t.key, t.sender, ["first@dest.test"], message(t.sender))
+    queued = await queue_one(relay, t, ("a@dest.test", "b@dest.test"))
+    row = await relay.store.message(queued)
+    turn = row["deliver_after"]
+    assert turn.astimezone(UTC).time() == datetime.min.time() and turn > row["created_at"]
+
+    before = worker(relay.store, relay.peer, lambda: turn - timedelta(seconds=1))
+    assert (await before.deliver_due()).handled == 0
+    after = worker(relay.store, relay.peer, lambda: turn + timedelta(minutes=1))
+    tally = await after.deliver_due()
+    assert (tally.sent, tally.failed, tally.retried) == (1, 0, 0)
+    assert [m.recipients for m in relay.peer.messages] == [["first@dest.test"], ["a@dest.test", "b@dest.test"]]
+    row = await relay.store.message(queued)
+    assert row["status"] == "sent" and row["credits_charged"] == 2 and row["credits_refunded"] == 0
+    assert await relay.balance(t) == 7
+    # queued messages do not count against the next day's cap
+    counts = await relay.store.pool.fetch("SELECT day, sent FROM sender_day_counts")
+    assert [(r["sent"]) for r in counts] == [1]
+    assert (await after.deliver_due()).handled == 0  # delivered exactly once
+    await after.upstream.close()
+
+
+async def test_transient_failures_back_off_then_succeed(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    start = (await relay.store.message(queued))["deliver_after"] + timedelta(minutes=1)
+    now = [start]
+    w = worker(relay.store, relay.peer, lambda: now[0])
+    relay.peer.handler.mail_reply = "451 4.7.1 Greylisted, try again later"
+    assert (await w.deliver_due()).retried == 1
+    row = await relay.store.message(queued)
+    assert row["status"] == "queued" and row["attempts"] == 1 and row["deliver_after"] == start + timedelta(seconds=60)
+    assert (await w.deliver_due()).handled == 0  # not due yet
+    now[0] = row["deliver_after"]
+    assert (await w.deliver_due()).retried == 1
+    row = await relay.store.message(queued)
+    assert row["attempts"] == 2 and row["deliver_after"] == now[0] + timedelta(seconds=120)
+    relay.peer.handler.mail_reply = None
+    now[0] = row["deliver_after"]
+    assert (await w.deliver_due()).sent == 1
+    assert (await relay.store.message(queued))["status"] == "sent"
+    assert await relay.balance(t) == 9
+    await w.upstream.close()
+
+
+async def test_deferred_until_the_promise_runs_out_is_3003_refunded_once(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    created = (await relay.store.message(queued))["created_at"]
+    relay.peer.handler.mail_reply = "450 4.2.1 Mailbox busy, try again later"
+    w = worker(relay.store, relay.peer, lambda: created + PROMISE - timedelta(seconds=30))
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = $1::timestamptz - interval '1 hour' WHERE id = $2",
+                           created + PROMISE, queued)
+    assert (await w.deliver_due()).failed == 1
+    row = await relay.store.message(queued)
+    assert row["status"] == "failed" and row["failure_code"] == 3003 and row["credits_refunded"] == 1
+    assert await relay.balance(t) == 10 and await refunds(relay.store, queued) == 1
+    await w.upstream.close()
+
+
+async def test_unreachable_until_the_promise_runs_out_is_4004(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    created = (await relay.store.message(queued))["created_at"]
+    dead = Peer()  # never started: connection refused
+    dead.port = relay.peer.port
+    await relay.peer.stop()
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = now() - interval '1 day' WHERE id = $1", queued)
+    w = worker(relay.store, dead, lambda: created + PROMISE - timedelta(seconds=30))
+    assert (await w.deliver_due()).failed == 1
+    row = await relay.store.message(queued)
+    assert row["failure_code"] == 4004 and row["credits_refunded"] == 1
+    assert await relay.balance(t) == 10
+    await w.upstream.close()
+
+
+async def test_permanent_failure_fails_at_once_with_its_code(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t, ("gone@dest.test", "x@dest.test"))
+    relay.peer.handler.data_reply = "552 5.2.2 Mailbox full"
+    w = worker(relay.store, relay.peer, lambda: datetime.now(UTC) + timedelta(days=1, minutes=-1))
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = now() WHERE id = $1", queued)
+    assert (await w.deliver_due()).failed == 1
+    row = await relay.store.message(queued)
+    assert row["status"] == "failed" and row["failure_code"] == 3001 and row["credits_refunded"] == 2
+    assert await relay.balance(t) == 10 and await refunds(relay.store, queued) == 1
+    await w.upstream.close()
+
+
+async def test_never_tried_within_24_hours_fails_expired(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    created = (await relay.store.message(queued))["created_at"]
+    w = worker(relay.store, relay.peer, lambda: created + PROMISE + timedelta(minutes=5))
+    assert (await w.deliver_due()).failed == 1
+    row = await relay.store.message(queued)
+    assert row["failure_code"] == 4004 and relay.peer.messages == []
+    assert await relay.balance(t) == 10
+    await w.upstream.close()
+
+
+async def release_in_subprocess(db_dsn: str, peer: Peer) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(), RELAY_UPSTREAM_URL=peer.url)
+    return await asyncio.create_subprocess_exec(RELAY, "queue", "release", "--json", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def test_kill_9_during_delivery_loses_nothing_and_charges_once(relay, db_dsn) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    relay.peer.handler.mail_delay = 5
+    proc = await release_in_subprocess(db_dsn, relay.peer)
+    await asyncio.wait_for(relay.peer.handler.mail_seen.wait(), 30)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    # nothing in between: still queued, body kept, charge kept, no refund
+    row = await relay.store.message(queued)
+    assert row["status"] == "queued" and row["attempts"] == 0
+    assert await relay.store.pool.fetchval("SELECT count(*) FROM queued_bodies") == 1
+    assert await relay.balance(t) == 9
+    # the next run delivers it, once
+    relay.peer.handler.mail_delay = 0
+    proc = await release_in_subprocess(db_dsn, relay.peer)
+    out, _ = await proc.communicate()
+    assert b'"sent": 1' in out
+    assert len(relay.peer.messages) == 1
+    assert (await relay.store.message(queued))["status"] == "sent"
+    assert await relay.balance(t) == 9
+
+
+async def test_two_workers_share_the_queue_each_message_once(relay, db_dsn) -> None:
+    t = await relay.tenant(credits=100, daily_cap=0)
+    ids = [await queue_one(relay, t, (f"r{i}@dest.test",)) for i in range(12)]
+    other = await Store.connect(db_dsn, max_size=4)
+    try:
+        when = datetime.now(UTC) + timedelta(days=1, minutes=-2)
+        async with relay.store.pool.acquire() as conn:
+            await conn.execute("UPDATE messages SET deliver_after = now()")
+        a, b = worker(relay.store, relay.peer, lambda: when), worker(other, relay.peer, lambda: when)
+        tallies = await asyncio.gather(a.deliver_due(), b.deliver_due())
+        assert sum(x.sent for x in tallies) == 12 and all(x.sent > 0 for x in tallies)
+        delivered = sorted(m.recipients[0] for m in relay.peer.messages)
+        assert delivered == sorted(f"r{i}@dest.test" for i in range(12))
+        for mid in ids:
+            assert (await relay.store.message(mid))["status"] == "sent"
+        await a.upstream.close()
+        await b.upstream.close()
+    finally:
+        await other.close()
+
+
+async def test_two_instances_one_balance_one_rate_limit_one_cap(db_dsn, peer) -> None:
+    stores = [await Store.connect(db_dsn, max_size=10) for _ in range(2)]
+    lives = [await start_relay(relay_config(db_dsn, peer.url), s, peer) for s in stores]
+    try:
+        async def burst(tenant, n: int) -> list[str]:
+            async def one(i: int) -> str:
+                port = lives[i % 2].port
+                try:
+                    reply = await send(port, tenant.key, tenant.sender, [f"r{i}@dest.test"], message(tenant.sender))
+                    return reply.message.split(":")[0]
+                except aiosmtplib.SMTPResponseException as exc:
+                    return str(exc.code)
+            return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+        poor = await lives[0].tenant(credits=6)
+        results = await burst(poor, 16)
+        assert results.count("OK") == 6 and results.count("451") == 10
+        assert await lives[1].balance(poor) == 0
+
+        limited = await lives[0].tenant(credits=100, rate=5)
+        results = await burst(limited, 12)
+        assert results.count("OK") == 5 and results.count("421") == 7
+        assert await lives[1].balance(limited) == 95
+
+        capped = await lives[0].tenant(credits=100, daily_cap=3, sender="capped@example.com")
+        results = await burst(capped, 9)
+        assert results.count("OK") == 3 and results.count("queued") == 6
+    finally:
+        for live in lives:
+            await live.server.stop(grace=1)
+        for s in stores:
+            await s.close()
+
+
+async def test_server_worker_delivers_when_due_and_wakes_on_release(db_dsn, store, peer) -> None:
+    cfg = relay_config(db_dsn, peer.url, queue={"poll_seconds": 30.0, "rate_per_second": 100.0})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant(credits=10, daily_cap=0)
+        queued = await queue_one(live, t)
+        await asyncio.sleep(0.3)
+        assert peer.messages == []  # not due: the day has not turned
+        assert await store.release(datetime.now(UTC)) == 1  # NOTIFY wakes the worker at once
+        for _ in range(50):
+            if peer.messages:
+                break
+            await asyncio.sleep(0.05)
+        assert len(peer.messages) == 1
+        assert (await store.message(queued))["status"] == "sent"
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_retention_removes_bodies_and_old_rows_in_batches(relay) -> None:
+    t = await relay.tenant(credits=100, daily_cap=0)
+    ids = [await queue_one(relay, t) for _ in range(5)]
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = now()")
+    w = worker(relay.store, relay.peer, lambda: datetime.now(UTC) + timedelta(minutes=1))
+    assert (await w.deliver_due()).sent == 5
+    await w.upstream.close()
+    assert await relay.store.pool.fetchval("SELECT count(*) FROM queued_bodies") == 5  # kept until cleanup
+    kept = await relay.store.cleanup(keep_bodies_hours=1, log_days=90, batch=2)
+    assert kept["bodies"] == 0
+    removed = await relay.store.cleanup(keep_bodies_hours=0, log_days=90, batch=2)
+    assert removed["bodies"] == 5 and removed["messages"] == 0
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET finished_at = now() - interval '100 days' WHERE id = ANY($1)",
+                           ids[:3])
+    removed = await relay.store.cleanup(keep_bodies_hours=0, log_days=90, batch=2)
+    assert removed["messages"] == 3
+    assert {r["id"] for r in await relay.store.logs()} == set(ids[3:])
+    assert await relay.balance(t) == 95  # the ledger outlives the log rows
+
+
+async def test_queued_message_survives_later_account_changes(relay) -> None:
+    """Accepted and charged means delivered: a later key disable, sender removal or account deletion
+    does not stop a queued message (README: Queue)."""
+    when = datetime.now(UTC) + timedelta(minutes=1)
+    cases = []
+    for change in ("disable key", "remove sender", "delete account"):
+        t = await relay.tenant(credits=10, daily_cap=0, sender=f"{change.split()[0]}@example.com")
+        cases.append((change, t, await queue_one(relay, t)))
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = now()")
+        await conn.execute("UPDATE api_keys SET enabled = false WHERE id = $1", cases[0][1].key_id)
+        await conn.execute("DELETE FROM senders WHERE account_id = $1", cases[1][1].account_id)
+        await conn.execute("DELETE FROM accounts WHERE id = $1", cases[2][1].account_id)
+    w = worker(relay.store, relay.peer, lambda: when)
+    assert (await w.deliver_due()).sent == 3
+    await w.upstream.close()
+    for change, _t, mid in cases:
+        assert (await relay.store.message(mid))["status"] == "sent", change
+    assert len(relay.peer.messages) == 3
