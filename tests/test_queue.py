@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosmtplib
+import asyncpg
 
 from relay.config import LimitsConfig, QueueConfig
 from relay.queue import PROMISE, QueueWorker
@@ -168,6 +169,14 @@ async def test_kill_9_during_delivery_loses_nothing_and_charges_once(relay, db_d
     assert row["status"] == "queued" and row["attempts"] == 0
     assert await relay.store.pool.fetchval("SELECT count(*) FROM queued_bodies") == 1
     assert await relay.balance(t) == 9
+    # PostgreSQL rolls the dead client's transaction back once it notices the closed socket
+    for _ in range(100):
+        try:
+            async with relay.store.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE NOWAIT", queued)
+            break
+        except asyncpg.LockNotAvailableError:
+            await asyncio.sleep(0.05)
     # the next run delivers it, once
     relay.peer.handler.mail_delay = 0
     proc = await release_in_subprocess(db_dsn, relay.peer)
