@@ -89,6 +89,7 @@ class LimitsConfig:
 class QueueConfig:
     """Delivery of messages queued over a sender's daily cap."""
 
+    worker: bool = True  # deliver the queue from this instance (run it on at least one)
     rate_per_second: float = 20.0  # per instance, so a backlog does not burst the upstream
     poll_seconds: float = 30.0
     retry_base_seconds: float = 60.0

@@ -95,7 +95,8 @@ class RelayServer:
             await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
         self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
         self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
-        self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue-worker"))
+        if self.cfg.queue.worker:
+            self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue-worker"))
         systemd.notify("READY=1")
 
     async def _sweep(self) -> None:

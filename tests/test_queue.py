@@ -243,7 +243,7 @@ async def test_two_instances_one_balance_one_rate_limit_one_cap(db_dsn, peer) ->
 
 
 async def test_server_worker_delivers_when_due_and_wakes_on_release(db_dsn, store, peer) -> None:
-    cfg = relay_config(db_dsn, peer.url, queue={"poll_seconds": 30.0, "rate_per_second": 100.0})
+    cfg = relay_config(db_dsn, peer.url, queue={"worker": True, "poll_seconds": 30.0, "rate_per_second": 100.0})
     live = await start_relay(cfg, store, peer)
     try:
         t = await live.tenant(credits=10, daily_cap=0)
