@@ -22,6 +22,9 @@ class Outcome(enum.Enum):
     RELAY_FAILED = "RELAY_FAILED"
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
     TEMPORARY = "TEMPORARY"
+    # issue 4: a repeated Idempotency-Key with another payload, or while the first is in flight
+    IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
+    IDEMPOTENCY_IN_FLIGHT = "IDEMPOTENCY_IN_FLIGHT"
 
     @property
     def accepted(self) -> bool:
@@ -40,6 +43,7 @@ class Result:
     enhanced: str | None = None  # an RFC 3463 code when the reason has a more precise one
     failure_code: int | None = None
     upstream_reply: str | None = None
+    replayed: bool = False  # the original outcome of an earlier submission with the same idempotency key
 
 
 def reject(outcome: Outcome, reason: str = "", *, enhanced: str | None = None,

@@ -47,6 +47,8 @@ class Message:
     data: bytes
     has_body: bool
     size: int  # what the size limit is checked against (SPEC: SMTP data; API html + text)
+    idempotency_key: str | None = None
+    fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
 
 
 class Pipeline:
@@ -138,6 +140,10 @@ class Pipeline:
             return reject(Outcome.INVALID, "the message has no body", enhanced="5.6.0")
         if not message.from_addresses:
             return reject(Outcome.INVALID, "the message has no valid From: header", enhanced="5.6.0")
+        key = message.idempotency_key
+        if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
+            return reject(Outcome.INVALID, "Idempotency-Key must be 1-255 printable ASCII characters",
+                          enhanced="5.6.0")
         for address in message.from_addresses:
             if matching_rule(address, txn.principal.senders) is None:
                 return reject(Outcome.INVALID,
@@ -161,14 +167,25 @@ class Pipeline:
         cost = len(message.recipients) * self.limits.credits_per_recipient
         cap = self.limits.default_daily_cap if txn.rule.daily_cap is None else txn.rule.daily_cap
         try:
-            status = await self.store.admit(
+            admission = await self.store.admit(
                 message_id, txn.channel, txn.principal.key_id, txn.principal.account_id,
                 txn.mail_from, len(message.recipients), message.size, cost, cap,
+                message.idempotency_key, message.fingerprint,
             )
         except TRANSIENT_ERRORS:
             # if the admit committed before the error reached us, the recovery sweep refunds it
             log.exception("admit failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        status = admission.status
+        if status.startswith("REPLAY:"):
+            return Result(Outcome(status.removeprefix("REPLAY:")), str(admission.original_id),
+                          reason=admission.original_reply or "", replayed=True)
+        if status == "IDEMPOTENCY_MISMATCH":
+            return reject(Outcome.IDEMPOTENCY_MISMATCH,
+                          "this Idempotency-Key was already used for a different message", enhanced="5.7.0")
+        if status == "IDEMPOTENCY_IN_FLIGHT":
+            return reject(Outcome.IDEMPOTENCY_IN_FLIGHT,
+                          "a message with this Idempotency-Key is still being processed", retry_after=5)
         if status == "INSUFFICIENT_CREDITS":
             return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {cost} needed")
         if status == "INSUFFICIENT_FUNDS":
@@ -183,7 +200,7 @@ class Pipeline:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
             log.exception("delivery of %s raised", mid)
             await self._finalize(message_id, "failed", cost, "internal error during relay",
-                                 int(FailureCode.SYSTEM_OTHER))
+                                 int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         return await self._conclude(message_id, mid, delivery, cost)
 
@@ -196,7 +213,7 @@ class Pipeline:
         except TRANSIENT_ERRORS:
             log.exception("storing a queued body failed")
             await self._finalize(message_id, "failed", cost, "could not store the message",
-                                 int(FailureCode.SYSTEM_OTHER))
+                                 int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         return Result(Outcome.QUEUED, str(message_id),
                       reason="over the sender's daily cap; will be delivered within 24 hours")
@@ -207,18 +224,19 @@ class Pipeline:
             refund = len(delivery.refused) * self.limits.credits_per_recipient
             await self._finalize(message_id, "sent", refund, delivery.reply, None)
             return Result(Outcome.SENT, mid, upstream_reply=delivery.reply)
-        await self._finalize(message_id, "failed", cost, delivery.reply, delivery.failure_code)
-        outcome = (Outcome.RELAY_FAILED if delivery.verdict is Verdict.PERMANENT
-                   else Outcome.UPSTREAM_UNAVAILABLE)
+        permanent = delivery.verdict is Verdict.PERMANENT
+        await self._finalize(message_id, "failed", cost, delivery.reply, delivery.failure_code,
+                             retryable=not permanent)
+        outcome = Outcome.RELAY_FAILED if permanent else Outcome.UPSTREAM_UNAVAILABLE
         return Result(outcome, mid, reason=delivery.reply, failure_code=delivery.failure_code,
                       upstream_reply=delivery.reply, retry_after=None if outcome is Outcome.RELAY_FAILED else 30)
 
     async def _finalize(self, message_id: uuid.UUID, status: str, refund: int, reply: str | None,
-                        failure_code: int | None) -> None:
+                        failure_code: int | None, *, retryable: bool = False) -> None:
         """Finalize with a few retries; what still fails is left to the recovery sweep."""
         for attempt in range(_FINALIZE_TRIES):
             try:
-                await self.store.finalize(message_id, status, refund, reply, failure_code)
+                await self.store.finalize(message_id, status, refund, reply, failure_code, retryable=retryable)
                 return
             except TRANSIENT_ERRORS:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)
@@ -239,7 +257,7 @@ async def recover(store: Store, older_than_seconds: float) -> int:
         reply = ("relay stopped before the delivery result was recorded"
                  if row["status"] == "sending" else "relay stopped before the queued message was stored")
         if await store.finalize(row["id"], "failed", row["credits_charged"], reply,
-                                int(FailureCode.SYSTEM_OTHER)):
+                                int(FailureCode.SYSTEM_OTHER), retryable=True):
             count += 1
     return count
 

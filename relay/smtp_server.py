@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import email.utils
+import hashlib
 import logging
 import ssl
 import time
@@ -43,6 +44,8 @@ SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
     Outcome.RELAY_FAILED: (550, "5.0.0", "upstream refused the message: {reason}"),
     Outcome.UPSTREAM_UNAVAILABLE: (451, "4.4.1", "upstream unavailable, try again later"),
     Outcome.TEMPORARY: (451, "4.3.0", "temporary failure, try again later"),
+    Outcome.IDEMPOTENCY_MISMATCH: (550, "5.7.0", "{reason}"),
+    Outcome.IDEMPOTENCY_IN_FLIGHT: (451, "4.7.0", "{reason}, try again later"),
 }
 TEMPORARY_REPLY = "451 4.3.0 temporary failure, try again later"
 _MAX_REPLY_TEXT = 400
@@ -376,9 +379,17 @@ class RelaySMTP(SMTP):
             data, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             date=email.utils.format_datetime(now),
         )
+        fingerprint = None
+        if facts.idempotency_key is not None:
+            # the payload as the client sent it: envelope and data, before our own header additions
+            digest = hashlib.sha256(self.envelope.mail_from.lower().encode() + b"\0")
+            digest.update(",".join(sorted(r.lower() for r in self.envelope.rcpt_tos)).encode() + b"\0")
+            digest.update(data)
+            fingerprint = digest.digest()
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
             data=prepared, has_body=bool(data.strip()), size=len(data),
+            idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
         )
 
 

@@ -37,8 +37,8 @@ async def test_graceful_stop_finishes_data_in_flight(db_dsn, store, peer) -> Non
 async def test_recovery_refunds_rows_a_crash_left_behind(relay) -> None:
     t = await relay.tenant(credits=10)
     stranded = uuid.uuid4()
-    status = await relay.store.admit(stranded, "smtp", t.key_id, t.account_id, t.sender, 3, 100, 3, 1000)
-    assert status == "sending"
+    admission = await relay.store.admit(stranded, "smtp", t.key_id, t.account_id, t.sender, 3, 100, 3, 1000)
+    assert admission.status == "sending"
     queued_without_body = uuid.uuid4()
     await relay.store.admit(queued_without_body, "smtp", t.key_id, t.account_id, t.sender, 2, 100, 2, 0)
     assert await relay.store.balance(t.account_id) == 5

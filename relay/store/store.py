@@ -60,6 +60,15 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer of relay_admit: a status, and for an idempotent replay the original message."""
+
+    status: str  # 'sending', 'queued', INSUFFICIENT_*, IDEMPOTENCY_*, or 'REPLAY:<outcome>'
+    original_id: uuid.UUID | None = None
+    original_reply: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OpenResult:
     """The answer of relay_open: wait this long (0: go), key still enabled, balance."""
 
@@ -285,12 +294,16 @@ class Store:
         return OpenResult(float(row["retry_after"]), bool(row["enabled"]), int(row["credits"]))
 
     async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
-                    sender: str, recipients: int, size: int, cost: int, cap: int) -> str:
-        """Pre-flight, debit, cap and the write-ahead row in one round trip; returns the status."""
-        return str(await self.pool.fetchval(
-            "SELECT status FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    sender: str, recipients: int, size: int, cost: int, cap: int,
+                    idempotency_key: str | None = None, fingerprint: bytes | None = None) -> Admission:
+        """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             message_id, channel, key_id, account_id, sender, recipients, size, cost, cap,
-        ))
+            idempotency_key, fingerprint,
+        )
+        assert row is not None
+        return Admission(row["status"], row["original_id"], row["original_reply"])
 
     async def store_queued_body(self, message_id: uuid.UUID, mail_from: str,
                                 recipients: Sequence[str], data: bytes) -> None:
@@ -301,11 +314,14 @@ class Store:
         )
 
     async def finalize(self, message_id: uuid.UUID, status: str, refund: int,
-                       upstream_reply: str | None, failure_code: int | None) -> bool:
-        """Record the fate of a message and refund (at most once); False if it was already final."""
+                       upstream_reply: str | None, failure_code: int | None, *, retryable: bool = False) -> bool:
+        """Record the fate of a message and refund (at most once); False if it was already final.
+
+        retryable: the failure was transient, so the message's idempotency key is released.
+        """
         return bool(await self.pool.fetchval(
-            "SELECT relay_finalize($1, $2, $3, $4, $5)",
-            message_id, status, refund, upstream_reply, failure_code,
+            "SELECT relay_finalize($1, $2, $3, $4, $5, $6)",
+            message_id, status, refund, upstream_reply, failure_code, retryable,
         ))
 
     async def stranded(self, older_than_seconds: float) -> list[asyncpg.Record]:
@@ -361,7 +377,7 @@ class Store:
 
     async def cleanup(self, *, keep_bodies_hours: float, log_days: float, batch: int) -> dict[str, int]:
         """Retention in batches: bodies of finished messages, old log rows, old counters."""
-        removed = {"bodies": 0, "messages": 0, "counters": 0}
+        removed = {"bodies": 0, "messages": 0, "counters": 0, "idempotency_keys": 0}
         statements = {
             "bodies": "DELETE FROM queued_bodies WHERE message_id IN (SELECT b.message_id FROM queued_bodies b "
                       "JOIN messages m ON m.id = b.message_id WHERE m.finished_at < clock_timestamp() "
@@ -371,8 +387,11 @@ class Store:
             "counters": "DELETE FROM sender_day_counts WHERE ctid IN (SELECT ctid FROM sender_day_counts "
                         "WHERE day < (clock_timestamp() AT TIME ZONE 'UTC')::date - 2 "
                         "AND $1::float8 IS NOT NULL LIMIT $2)",
+            "idempotency_keys": "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
+                                "WHERE created_at < clock_timestamp() - make_interval(secs => $1) LIMIT $2)",
         }
-        ages = {"bodies": keep_bodies_hours * 3600, "messages": log_days * 86400, "counters": 0.0}
+        ages = {"bodies": keep_bodies_hours * 3600, "messages": log_days * 86400, "counters": 0.0,
+                "idempotency_keys": 86400.0}
         for name, sql in statements.items():
             while True:
                 status = await self.pool.execute(sql, ages[name], batch)
