@@ -1,5 +1,6 @@
 """Header hygiene on raw message bytes: trace header, required fields, private-header removal."""
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -99,24 +100,32 @@ def _from_addresses(fields: list[_Field]) -> tuple[str, ...]:
         budget -= len(value)
         if budget < 0:
             break
-        try:
-            header = policy.default.header_factory("from", value)
-            groups = header.groups
-        except Exception:
-            # On some garbage the stdlib parser raises (IndexError, TypeError, AttributeError,
-            # RecursionError, ...) instead of recording a defect; that header yields nothing.
+        addresses.extend(_from_value_addresses(value))
+    return tuple(addresses)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_value_addresses(value: str) -> tuple[str, ...]:
+    """The authorized-checkable addr-specs of one From: value (pure: transactional mail repeats it)."""
+    try:
+        header = policy.default.header_factory("from", value)
+        groups = header.groups
+    except Exception:
+        # On some garbage the stdlib parser raises (IndexError, TypeError, AttributeError,
+        # RecursionError, ...) instead of recording a defect; that header yields nothing.
+        return ()
+    if any(isinstance(d, errors.InvalidHeaderDefect) for d in header.defects):
+        # what a mail client shows may differ from what we parsed (a@evil)<b@victim>): trust neither
+        return ()
+    addresses: list[str] = []
+    for group in groups:
+        if group.display_name is not None:
+            # RFC 6854 group syntax in From: names no mailbox that can be held responsible.
             continue
-        if any(isinstance(d, errors.InvalidHeaderDefect) for d in header.defects):
-            # what a mail client shows may differ from what we parsed (a@evil)<b@victim>): trust neither
-            continue
-        for group in groups:
-            if group.display_name is not None:
-                # RFC 6854 group syntax in From: names no mailbox that can be held responsible.
-                continue
-            for address in group.addresses:
-                addr_spec = _addr_spec(address.username, address.domain)
-                if addr_spec is not None:
-                    addresses.append(addr_spec)
+        for address in group.addresses:
+            addr_spec = _addr_spec(address.username, address.domain)
+            if addr_spec is not None:
+                addresses.append(addr_spec)
     return tuple(addresses)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import email.utils
+import functools
 import hashlib
 import logging
 import ssl
@@ -14,6 +15,8 @@ import warnings
 from base64 import b64decode
 from collections import OrderedDict, deque
 from datetime import UTC, datetime
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -105,8 +108,44 @@ class AuthThrottle:
             self._failures.popitem(last=False)
 
 
+def _cached_dir(names: tuple[str, ...]) -> Any:
+    """A __dir__ listing only the attributes aiosmtpd's SMTP.__init__ looks for, computed once per class.
+
+    aiosmtpd builds its method tables per connection with inspect.getmembers() and dir(), which
+    touch every attribute of the class (PERF-NOTES: ~12 % of a bare server's CPU); with this it
+    sees only the names it filters for, so the tables come out the same at a fraction of the cost.
+    """
+    cache: dict[type, list[str]] = {}
+
+    def __dir__(self: object) -> list[str]:
+        cls = type(self)
+        found = cache.get(cls)
+        if found is None:
+            found = cache[cls] = [n for n in object.__dir__(self) if n.startswith(names)]
+        return list(found)
+
+    return __dir__
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_path(arg: str) -> tuple[str | None, str | None]:
+    """aiosmtpd's SMTP._getaddr without its per-call class definition, memoized (senders repeat)."""
+    if not arg:
+        return "", ""
+    try:
+        if arg.lstrip().startswith("<"):
+            address, rest = get_angle_addr(arg)
+        else:
+            address, rest = get_addr_spec(arg)
+    except HeaderParseError:
+        return None, None
+    return address.addr_spec, rest
+
+
 class Channel:
     """What every SMTP connection shares: the pipeline, limits, the throttle, the open connections."""
+
+    __dir__ = _cached_dir(("handle_",))
 
     def __init__(self, pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
                  throttle: AuthThrottle) -> None:
@@ -151,6 +190,8 @@ class Channel:
 
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with relay's AUTH, SIZE, DATA and error handling."""
+
+    __dir__ = _cached_dir(("auth_", "smtp_"))
 
     def __init__(self, channel: Channel, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
@@ -199,6 +240,12 @@ class RelaySMTP(SMTP):
         if self.close_after_reply and self.transport is not None:
             self.close_after_reply = False
             self.transport.close()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """MAIL FROM / RCPT TO path parsing, as aiosmtpd's but cached."""
+        if self.local_part_limit:
+            return super()._getaddr(arg)
+        return _parse_path(arg)
 
     # AUTH ---------------------------------------------------------------------------------
 
@@ -324,7 +371,11 @@ class RelaySMTP(SMTP):
         if dropped or end > limit:
             return None, False
         del buf[end + 2:]
-        data = bytes(buf).replace(b"\r\n.", b"\r\n")[2:]
+        # one copy: unstuff (the leading CRLF lets a dot on the first line unstuff too), then
+        # drop that CRLF in place; a bytearray works wherever the bytes are read
+        data = buf.replace(b"\r\n.", b"\r\n")
+        del buf
+        del data[:2]
         crlf = data.count(b"\r\n")
         bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
         return data, bare
@@ -356,7 +407,10 @@ class RelaySMTP(SMTP):
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:
                     self._timeout_handle.cancel()
-                result = await self.channel.pipeline.submit(txn, self._message(data))
+                message = self._message(data)
+                del data  # only the prepared copy stays alive while relaying
+                result = await self.channel.pipeline.submit(txn, message)
+                del message
             self._reset_timeout()
             self._set_post_data_state()
             await self.push(smtp_reply(result))
@@ -388,7 +442,7 @@ class RelaySMTP(SMTP):
             fingerprint = digest.digest()
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
-            data=prepared, has_body=bool(data.strip()), size=len(data),
+            data=prepared, has_body=bool(data) and not data.isspace(), size=len(data),
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
         )
 

@@ -123,6 +123,10 @@ class Claim:
         )
 
 
+async def _keep(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to reset (see Store.connect)."""
+
+
 def _row(record: asyncpg.Record) -> dict[str, Any]:
     return dict(record.items())
 
@@ -136,7 +140,10 @@ class Store:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
         """Open a pool to the database at dsn."""
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        # reset=_keep: the queries of relay change no session state (no LISTEN, SET, cursors or
+        # advisory locks on pool connections), so the default reset query, a round trip on every
+        # release, is skipped; asyncpg still rolls back an open transaction on release.
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep)
         assert pool is not None
         return cls(pool)
 

@@ -6,9 +6,12 @@ import asyncio
 import ssl
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default, SMTPStatus
 
 from relay.upstream.base import Delivery, Verdict
 from relay.upstream.classify import FailureCode, classify, for_connect_failure, for_timeout
@@ -23,6 +26,54 @@ def _reply(code: int, message: str) -> str:
 
 def _verdict(code: int) -> Verdict:
     return Verdict.PERMANENT if 500 <= code < 600 else Verdict.TRANSIENT
+
+
+def _dot_stuffed(data: bytes) -> bytes | None:
+    """DATA content for clean CRLF data without aiosmtplib's two regex passes; None if not clean.
+
+    bytes.replace returns the same object when no line starts with a dot, so the usual
+    message is sent without a copy.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        return None
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if stuffed and not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client with a DATA step that neither regex-normalizes nor copies clean data."""
+
+    async def data(self, message: Any, /, *, timeout: Any = Default.token) -> SMTPResponse:
+        stuffed = _dot_stuffed(message) if isinstance(message, bytes) else None
+        protocol = self.protocol
+        # the fast path leans on aiosmtplib internals (pinned <5.2): anything unexpected falls back
+        if stuffed is None or protocol is None or getattr(protocol, "_command_lock", None) is None:
+            return await super().data(message, timeout=timeout)
+        await self._ehlo_or_helo_if_needed()
+        if timeout is Default.token:
+            timeout = self.timeout
+        try:
+            async with protocol._command_lock:
+                protocol._response_pending = True
+                protocol.write(b"DATA\r\n")
+                start = await protocol.read_response(timeout=timeout)
+                if start.code != SMTPStatus.start_input:
+                    raise aiosmtplib.SMTPDataError(start.code, start.message)
+                protocol._response_pending = True
+                protocol.write(stuffed)
+                protocol.write(b".\r\n")
+                response = await protocol.read_response(timeout=timeout)
+                if response.code != SMTPStatus.completed:
+                    raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
 
 
 class _Conn:
@@ -68,7 +119,7 @@ class SmtpUpstream:
         return self._busy
 
     async def _connect(self) -> _Conn:
-        client = aiosmtplib.SMTP(
+        client = _Client(
             hostname=self.host, port=self.port, timeout=self.timeout,
             use_tls=self.scheme == "smtps",
             # True makes STARTTLS mandatory: a stripped STARTTLS is an error, not plaintext

@@ -1,0 +1,421 @@
+"""The HTTPS channel: Starlette parses, the pipeline decides, one table turns outcomes into HTTP.
+
+POST /v1/send, in order (SPEC.md 'The pipeline, in order'):
+
+1. the bearer key (pipeline.authenticate), from the headers alone: an unauthenticated body is
+   never read;
+2. the request body size: refused from Content-Length, or while streaming, as soon as it is over
+   body_limit() -- never buffered past it;
+3. the body decoded as a JSON object; from here on the request is a call counted against the
+   key's rate limit (pipeline.begin: rate limit, sender authorization, pre-flight balance);
+4. the content (fields, recipients, html + text size), then the sender's authorization, then the
+   pre-flight balance, then pipeline.submit (idempotency key, debit, cap, relay).
+
+An `Idempotency-Key` request header makes a retry safe: the pipeline answers a repeat of the same
+request with the first answer (marked `Idempotent-Replayed: true`), another request under the
+same key with 422, and a repeat while the first is still running with 409.
+
+Every outcome is written back through HTTP_REPLIES and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http
+import ipaddress
+import logging
+import socket
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from relay import compose, hygiene, metrics
+from relay.outcomes import Outcome, Result, reject
+from relay.pipeline import TRANSIENT_ERRORS, Message, Pipeline
+from relay.smtp_server import make_tls_context
+from relay.store.store import Principal
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "api"
+
+# The one table: outcome -> (status, error text). SPEC.md 'HTTPS API'. {reason} is the pipeline's
+# wording, {limit} the size limit in the SPEC's style ("10MB").
+HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
+    Outcome.SENT: (200, ""),
+    Outcome.QUEUED: (202, ""),
+    Outcome.INVALID: (400, "{reason}"),
+    Outcome.KEY_MISSING: (401, "Missing Authorization bearer token"),
+    Outcome.KEY_INVALID: (401, "Invalid API key"),
+    Outcome.INSUFFICIENT_CREDITS: (402, "{reason}"),
+    Outcome.INSUFFICIENT_FUNDS: (402, "{reason}"),
+    Outcome.KEY_DISABLED: (403, "This API key is disabled. Re-enable or rotate it."),
+    Outcome.TOO_LARGE: (413, "Body must be under {limit}"),
+    Outcome.RATE_LIMITED: (429, "{reason}"),
+    Outcome.RELAY_FAILED: (502, "upstream refused the message: {reason}"),
+    Outcome.UPSTREAM_UNAVAILABLE: (503, "upstream unavailable, try again later"),
+    Outcome.TEMPORARY: (503, "temporary failure, try again later"),
+    # the IETF Idempotency-Key draft's statuses: another payload 422, the first still running 409
+    Outcome.IDEMPOTENCY_MISMATCH: (422, "{reason}"),
+    Outcome.IDEMPOTENCY_IN_FLIGHT: (409, "{reason}"),
+}
+# The outcomes that say "retry later", with the Retry-After to send when the pipeline gave none
+# (SPEC: 429 and 503 always carry one).
+DEFAULT_RETRY_AFTER: dict[Outcome, int] = {
+    Outcome.RATE_LIMITED: 1, Outcome.UPSTREAM_UNAVAILABLE: 30, Outcome.TEMPORARY: 5,
+    Outcome.IDEMPOTENCY_IN_FLIGHT: 5,
+}
+# JSON may spell a character as a 6-byte \uXXXX escape (clients with ensure_ascii, like
+# requests): a message just under the limit can take twice its size in JSON, plus the envelope.
+# Past this, no body can hold an acceptable message, so it is refused unread.
+JSON_OVERHEAD = 1 << 20
+_MAX_ERROR_TEXT = 400
+# Decoding and composing cost about 0.1 s of CPU per MB (the email package writes line by line):
+# past this size they run in a worker thread so one big message does not stall the shared loop.
+_INLINE_BYTES = 64 * 1024
+_READY_TIMEOUT = 2.0
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def body_limit(max_message_bytes: int) -> int:
+    """The most request-body bytes /v1/send buffers before answering 413."""
+    return 2 * max_message_bytes + JSON_OVERHEAD
+
+
+def size_text(size: int) -> str:
+    """A size the way SPEC.md words it: 10485760 -> '10MB'."""
+    for unit, name in ((1 << 20, "MB"), (1 << 10, "KB")):
+        if size % unit == 0:
+            return f"{size // unit}{name}"
+    return f"{size} bytes"
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+
+
+def failure(status: int, error: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The failure envelope."""
+    return JSONResponse({"ok": False, "error": error, "code": code}, status_code=status, headers=headers)
+
+
+def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
+    """The response for a pipeline result."""
+    status, template = HTTP_REPLIES[result.outcome]
+    # a repeated Idempotency-Key: the first submission's answer again (Stripe's header name)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    if result.outcome.accepted:
+        return JSONResponse({"ok": True, "messageId": result.message_id,
+                             "status": result.outcome.value.lower()}, status_code=status, headers=headers)
+    if result.outcome in DEFAULT_RETRY_AFTER:
+        headers["Retry-After"] = str(result.retry_after or DEFAULT_RETRY_AFTER[result.outcome])
+    reason = _clean(result.reason) or result.outcome.value.replace("_", " ").lower()
+    body = {"ok": False, "error": template.format(reason=reason, limit=size_text(max_message_bytes)),
+            "code": result.outcome.value}
+    if result.message_id:  # a logged failure (502/503 after the debit): the caller can look it up
+        body["messageId"] = result.message_id
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of 'Authorization: Bearer <token>'; None when absent or another scheme."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Anything unexpected is a 503 TEMPORARY that shows nothing of our internals."""
+
+    @functools.wraps(handler)
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ClientDisconnect:
+            return failure(400, "the client went away", "INVALID")  # nobody reads this
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, request.url.path)
+            return failure(503, HTTP_REPLIES[Outcome.TEMPORARY][1], Outcome.TEMPORARY.value,
+                           {"Retry-After": str(DEFAULT_RETRY_AFTER[Outcome.TEMPORARY])})
+
+    return run
+
+
+async def _cpu(size: int, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run CPU-bound work inline when small, in a worker thread when big."""
+    if size <= _INLINE_BYTES:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row as the API shows it to its owner."""
+    return {
+        "messageId": str(row["id"]), "channel": row["channel"], "status": row["status"],
+        "keyId": row["key_id"], "sender": row["sender"], "recipientCount": row["recipient_count"],
+        "sizeBytes": row["size_bytes"], "creditsCharged": row["credits_charged"],
+        "creditsRefunded": row["credits_refunded"], "failureCode": row["failure_code"],
+        "upstreamReply": row["upstream_reply"], "deliverAfter": _iso(row["deliver_after"]),
+        "createdAt": _iso(row["created_at"]), "updatedAt": _iso(row["updated_at"]),
+        "finishedAt": _iso(row["finished_at"]),
+    }
+
+
+class _Api:
+    """The route handlers over one pipeline."""
+
+    def __init__(self, pipeline: Pipeline, hostname: str, max_message_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.hostname = hostname
+        self.max_message_bytes = max_message_bytes
+        self.max_body = body_limit(max_message_bytes)
+
+    def reply(self, result: Result) -> JSONResponse:
+        return http_reply(result, max_message_bytes=self.max_message_bytes)
+
+    @staticmethod
+    def _count(result: Result) -> Result:
+        """Count a rejection the pipeline did not see (it counts what begin and submit decide)."""
+        metrics.MESSAGES.labels(CHANNEL, result.outcome.value).inc()
+        return result
+
+    async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
+        result = await self.pipeline.authenticate(_bearer(request))
+        if isinstance(result, Result):
+            if result.outcome is not Outcome.TEMPORARY:
+                metrics.AUTH_FAILURES.labels(CHANNEL).inc()
+            if submission:
+                self._count(result)
+        return result
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it is known to be over the limit."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                return None
+        return bytes(body)
+
+    def _received(self, request: Request) -> str:
+        """The Received: trace header, as the SMTP channel writes one."""
+        peer = request.client.host if request.client else None
+        try:
+            peer = str(ipaddress.ip_address(peer)) if peer else None
+        except ValueError:
+            peer = None
+        return hygiene.format_received(
+            helo=None, peer_ip=peer, hostname=self.hostname,
+            protocol="HTTPS" if request.url.scheme == "https" else "HTTP",
+            queue_id=uuid.uuid4().hex[:16], when=datetime.now(UTC),
+        )
+
+    def _content(self, doc: dict[str, Any]) -> compose.SendRequest | Result:
+        """Steps 3-4 on what the body says: fields, recipients, size."""
+        try:
+            send = compose.parse_request(doc, max_recipients=self.pipeline.limits.max_recipients)
+        except compose.RequestError as exc:
+            return reject(Outcome.INVALID, str(exc))
+        for i, address in enumerate(send.recipients):
+            problem = self.pipeline.check_recipient(address, i)
+            if problem:
+                return problem
+        return self.pipeline.check_size(send.size) or send
+
+    async def _submit(self, principal: Principal, body: bytes, request: Request) -> Result:
+        try:
+            doc = await _cpu(len(body), compose.decode_body, body)
+        except compose.RequestError as exc:
+            return self._count(reject(Outcome.INVALID, str(exc)))
+        opened = await self.pipeline.begin(principal, compose.sender_of(doc), CHANNEL)
+        # the key and the rate limit (steps 1-2) and transient failures outrank the content
+        if isinstance(opened, Result) and opened.outcome not in (Outcome.INVALID,
+                                                                  Outcome.INSUFFICIENT_CREDITS):
+            return opened
+        send = self._content(doc)
+        if isinstance(send, Result):
+            # begin counted this call already when it refused it; count it once
+            return send if isinstance(opened, Result) else self._count(send)
+        if isinstance(opened, Result):  # the sender not authorized (3), then the pre-flight (5)
+            return opened
+        data = await _cpu(send.size, compose.compose, send, hostname=self.hostname,
+                          received=self._received(request))
+        key = request.headers.get("idempotency-key")  # checked by the pipeline
+        message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
+                          has_body=send.has_body, size=send.size, idempotency_key=key,
+                          fingerprint=None if key is None else compose.fingerprint(send))
+        # once admitted, a send runs to its recorded end even if the client goes away
+        return await asyncio.shield(self.pipeline.submit(opened, message))
+
+    # routes ----------------------------------------------------------------------------------
+
+    async def send(self, request: Request) -> Response:
+        """POST /v1/send."""
+        principal = await self._principal(request, submission=True)
+        if isinstance(principal, Result):
+            return self._unread(self.reply(principal))
+        body = await self._read_body(request)
+        if body is None:
+            too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
+            return self._unread(self.reply(self._count(too_large)))
+        return self.reply(await self._submit(principal, body, request))
+
+    @staticmethod
+    def _unread(response: Response) -> Response:
+        """Answered before the body was read: close rather than receive (and drop) the rest of it."""
+        response.headers["Connection"] = "close"
+        return response
+
+    async def message(self, request: Request) -> Response:
+        """GET /v1/messages/{id}: the caller's own log row; any other id is 404."""
+        principal = await self._principal(request, submission=False)
+        if isinstance(principal, Result):
+            return self.reply(principal)
+        try:
+            message_id = uuid.UUID(request.path_params["message_id"])
+        except ValueError:
+            return failure(404, "no such message", "NOT_FOUND")
+        try:
+            row = await self.pipeline.store.message(message_id)
+        except TRANSIENT_ERRORS:
+            log.exception("message lookup failed")
+            return self.reply(reject(Outcome.TEMPORARY))
+        if row is None or row["account_id"] != principal.account_id:
+            return failure(404, "no such message", "NOT_FOUND")
+        return JSONResponse({"ok": True, **_public_row(row)})
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process answers."""
+        return JSONResponse({"ok": True})
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: the database answers."""
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT):
+                await self.pipeline.store.pool.fetchval("SELECT 1")
+        except TRANSIENT_ERRORS:
+            log.warning("readiness check: the database does not answer", exc_info=True)
+            return failure(503, "the database is not reachable", Outcome.TEMPORARY.value,
+                           {"Retry-After": str(DEFAULT_RETRY_AFTER[Outcome.TEMPORARY])})
+        return JSONResponse({"ok": True})
+
+    async def metrics(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text format."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (404, 405) in the same envelope as everything else."""
+    assert isinstance(exc, HTTPException)
+    status = http.HTTPStatus(exc.status_code)
+    return failure(status.value, status.phrase, status.name, dict(exc.headers or {}))
+
+
+def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int) -> Starlette:
+    """The ASGI application of the HTTPS API."""
+    api = _Api(pipeline, hostname, max_message_bytes)
+    routes = [
+        Route("/v1/send", _guarded(api.send), methods=["POST"]),
+        Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET"]),
+        Route("/healthz", _guarded(api.healthz), methods=["GET"]),
+        Route("/readyz", _guarded(api.readyz), methods=["GET"]),
+        Route("/metrics", _guarded(api.metrics), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+async def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket; binding here makes a busy port an OSError, not uvicorn's exit."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class HttpServer:
+    """uvicorn serving an ASGI app on the caller's running event loop (no signals, no logging setup)."""
+
+    def __init__(self, app: ASGIApp, *, shutdown_grace: float = 30.0) -> None:
+        self.app = app
+        self.shutdown_grace = shutdown_grace
+        self._server: uvicorn.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, certfile: str | None = None,
+                    keyfile: str | None = None) -> None:
+        """Bind and start serving; HTTPS when certfile and keyfile are given."""
+        tls: dict[str, Any] = {}
+        if certfile:
+            def context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+                made = make_tls_context(certfile, keyfile or certfile)  # relay's TLS policy (1.2+)
+                made.set_alpn_protocols(["http/1.1"])
+                return made
+            tls = {"ssl_certfile": certfile, "ssl_keyfile": keyfile, "ssl_context_factory": context}
+        config = uvicorn.Config(
+            self.app, host=host, port=port, loop="none", lifespan="off", log_config=None,
+            log_level="warning", access_log=False, server_header=False, **tls,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        self._sockets = [await _bind(host, port)]
+        try:
+            await server.startup(sockets=self._sockets)
+        except BaseException:
+            self._sockets[0].close()
+            raise
+        self._server = server
+        # uvicorn's tick: refreshes the Date header each second and notices should_exit
+        self._ticker = asyncio.create_task(server.main_loop(), name="http-ticker")
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after asking for port 0)."""
+        assert self._server is not None, "not started"
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let requests in flight finish (up to grace seconds), close the rest."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.should_exit = True
+        if self._ticker is not None:
+            await self._ticker
+        grace = self.shutdown_grace if grace is None else grace
+        server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]  # int | None, a float works
+        await server.shutdown(sockets=self._sockets)
+        for connection in list(server.server_state.connections):
+            with contextlib.suppress(Exception):
+                connection.transport.close()  # type: ignore[union-attr]
