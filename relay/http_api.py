@@ -13,7 +13,7 @@ POST /v1/send, in order (SPEC.md 'The pipeline, in order'):
 
 An `Idempotency-Key` request header makes a retry safe: the pipeline answers a repeat of the same
 request with the first answer (marked `Idempotent-Replayed: true`), another request under the
-same key with 422, and a repeat while the first is still running with 409.
+same key with 409, and a repeat while the first is still running with 409 and Retry-After.
 
 Every outcome is written back through HTTP_REPLIES and nothing else.
 """
@@ -68,8 +68,8 @@ HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     Outcome.RELAY_FAILED: (502, "upstream refused the message: {reason}"),
     Outcome.UPSTREAM_UNAVAILABLE: (503, "upstream unavailable, try again later"),
     Outcome.TEMPORARY: (503, "temporary failure, try again later"),
-    # the IETF Idempotency-Key draft's statuses: another payload 422, the first still running 409
-    Outcome.IDEMPOTENCY_MISMATCH: (422, "{reason}"),
+    # issue 4: another payload under the same key 409, the first still running 409 (+ Retry-After)
+    Outcome.IDEMPOTENCY_MISMATCH: (409, "{reason}"),
     Outcome.IDEMPOTENCY_IN_FLIGHT: (409, "{reason}"),
 }
 # The outcomes that say "retry later", with the Retry-After to send when the pipeline gave none

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from relay import metrics, systemd
 from relay.config import Config, parse_listen
+from relay.http_api import HttpServer, build_app
 from relay.pipeline import TRANSIENT_ERRORS, Pipeline, recover
 from relay.queue import QueueWorker, utcnow
 from relay.smtp_server import AuthThrottle, Channel, RelaySMTP, make_tls_context
@@ -55,9 +56,15 @@ class RelayServer:
             throttle=AuthThrottle(smtp.auth_failures_before_delay, smtp.auth_failures_before_refusal),
         )
         self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
+        self.http = HttpServer(
+            build_app(self.pipeline, hostname=smtp.hostname, max_message_bytes=self.cfg.limits.max_message_bytes),
+            shutdown_grace=self.cfg.server.shutdown_grace_seconds,
+        )
 
     def port(self, name: str) -> int:
-        """The bound port of a listener ('smtp', 'smtps')."""
+        """The bound port of a listener ('smtp', 'smtps', 'http')."""
+        if name == "http":
+            return self.http.port
         return next(lsn.port for lsn in self.listeners if lsn.name == name)
 
     def _factory(self, *, tls: ssl.SSLContext | None, implicit: bool) -> RelaySMTP:
@@ -93,6 +100,10 @@ class RelayServer:
         await self._listen("smtp", self.cfg.smtp.listen, starttls=tls, implicit=False)
         if self.cfg.smtp.implicit_tls_listen:
             await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
+        http = self.cfg.http
+        host, port = parse_listen("http.listen", http.listen)
+        await self.http.start(host, port, certfile=http.tls_cert or None, keyfile=http.tls_key or None)
+        log.info("HTTP%s listening on %s:%s", "S" if http.tls_cert else "", host, self.http.port)
         self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
         self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
         if self.cfg.queue.worker:
@@ -129,6 +140,8 @@ class RelayServer:
         systemd.notify("STOPPING=1")
         for listener in self.listeners:
             listener.server.close()
+        # the API drains alongside SMTP, within the same grace
+        http_stopped = asyncio.create_task(self.http.stop(grace))
         self.channel.draining = True
         deadline = time.monotonic() + grace
         while True:
@@ -149,6 +162,7 @@ class RelayServer:
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(listener.server.wait_closed(), 1)
+        await http_stopped
         assert self.upstream is not None
         await self.upstream.close()
 

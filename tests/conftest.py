@@ -169,6 +169,7 @@ def relay_config(db_dsn: str, upstream_url: str, **sections: dict[str, object]) 
     cfg = cfg.replace("server", key_secret=KEY_SECRET.decode(), recovery_after_seconds=300.0,
                       shutdown_grace_seconds=5.0)
     cfg = cfg.replace("smtp", listen="127.0.0.1:0", hostname="relay.test", allow_plaintext_auth=True)
+    cfg = cfg.replace("http", listen="127.0.0.1:0")
     cfg = cfg.replace("upstream", url=upstream_url, timeout_seconds=5.0)
     cfg = cfg.replace("queue", worker=False)  # tests drive delivery themselves unless they ask for it
     for section, values in sections.items():
