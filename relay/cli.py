@@ -262,15 +262,20 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
         name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
         server = RelayServer(cfg, store, secret_key)
         host, port = cfg.smtp.listen.rsplit(":", 1)
+        shown_key = full if full.startswith("rk_") else "<key>"
         banner = (
             f"relay dev: data in {cfg.server.data_dir}\n"
             f"  SMTP     {host}:{port}  (AUTH PLAIN/LOGIN without TLS: loopback only)\n"
+            f"  HTTP     http://{cfg.http.listen}/v1/send  (Authorization: Bearer <key>)\n"
             f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
             f"  account  {name} ({credits} credits), senders @{DEV_SENDER_DOMAIN}\n"
             f"  key      {full}\n"
             f"try:  swaks --server {host}:{port} --auth PLAIN --auth-user demo --auth-password "
-            f"'{full if full.startswith('rk_') else '<key>'}' --from demo@{DEV_SENDER_DOMAIN} "
-            f"--to you@example.net\n"
+            f"'{shown_key}' --from demo@{DEV_SENDER_DOMAIN} --to you@example.net "
+            f"--header 'From: demo@{DEV_SENDER_DOMAIN}'\n"
+            f"  or: curl -s http://{cfg.http.listen}/v1/send -H 'Authorization: Bearer {shown_key}' "
+            f"-H 'Content-Type: application/json' -d '{{\"from\": \"demo@{DEV_SENDER_DOMAIN}\", "
+            f"\"to\": \"you@example.net\", \"subject\": \"hi\", \"text\": \"hello\"}}'\n"
             "Ctrl-C stops everything."
         )
         await serve_until_signalled(server, lambda: print(banner, flush=True))

@@ -14,3 +14,4 @@ RELAY_SECONDS = Histogram(
 )
 UPSTREAM_IN_USE = Gauge("relay_upstream_connections_in_use", "Upstream connections carrying a message")
 AUTH_FAILURES = Counter("relay_auth_failures_total", "Failed AUTH attempts", ["channel"])
+QUEUE_DEPTH = Gauge("relay_queue_depth", "Messages queued over a daily cap, waiting for delivery")

@@ -106,6 +106,7 @@ class RelayServer:
         log.info("HTTP%s listening on %s:%s", "S" if http.tls_cert else "", host, self.http.port)
         self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
         self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
+        self._tasks.append(asyncio.create_task(self._gauges(), name="gauges"))
         if self.cfg.queue.worker:
             self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue-worker"))
         systemd.notify("READY=1")
@@ -115,11 +116,21 @@ class RelayServer:
         period = max(5.0, self.cfg.server.recovery_after_seconds / 2)
         while True:
             await asyncio.sleep(period)
-            metrics.UPSTREAM_IN_USE.set(self.pipeline.upstream.in_use)
             try:
                 await recover(self.store, self.cfg.server.recovery_after_seconds)
             except TRANSIENT_ERRORS:
                 log.warning("recovery sweep failed; will retry", exc_info=True)
+
+    async def refresh_gauges(self) -> None:
+        """Set the gauges a scrape cannot compute itself (the queue depth needs a query)."""
+        metrics.UPSTREAM_IN_USE.set_function(lambda: self.pipeline.upstream.in_use)
+        metrics.QUEUE_DEPTH.set(await self.store.queue_depth())
+
+    async def _gauges(self) -> None:
+        while True:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.refresh_gauges()
+            await asyncio.sleep(15)
 
     async def _cleanup(self) -> None:
         """Retention: delete old bodies and log rows in batches, every cleanup interval."""

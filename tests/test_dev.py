@@ -11,6 +11,8 @@ import sys
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
+
 RELAY = str(Path(sys.executable).parent / "relay")
 
 
@@ -58,6 +60,12 @@ async def test_dev_prints_key_relays_to_maildir_and_stops_clean(tmp_dir: Path) -
         await asyncio.to_thread(send_with_smtplib, key)
         files = list((data / "maildir" / "new").iterdir())
         assert len(files) == 1 and b"it works" in files[0].read_bytes()
+        async with httpx.AsyncClient() as client:
+            response = await client.post("http://127.0.0.1:8025/v1/send", headers={"Authorization": f"Bearer {key}"},
+                                         json={"from": "demo@example.com", "to": "you@example.net",
+                                               "subject": "over http", "text": "via the API"})
+        assert response.status_code == 200 and response.json()["status"] == "sent"
+        assert len(list((data / "maildir" / "new").iterdir())) == 2
         assert postgres_running_on(data)
     finally:
         code = await stop(proc)
@@ -75,7 +83,7 @@ async def test_dev_prints_key_relays_to_maildir_and_stops_clean(tmp_dir: Path) -
         except smtplib.SMTPAuthenticationError:
             old_key_works = False
         assert not old_key_works
-        assert len(list((data / "maildir" / "new").iterdir())) == 2
+        assert len(list((data / "maildir" / "new").iterdir())) == 3
     finally:
         assert await stop(proc) == 0
     assert not postgres_running_on(data)

@@ -672,3 +672,15 @@ async def test_server_stops_and_refuses_a_busy_port(relay) -> None:
         await server.stop(grace=1)
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_metrics_show_queue_depth_and_upstream_pool(api: Api) -> None:
+    t = await api.relay.tenant(credits=10, daily_cap=0)
+    for _ in range(2):
+        assert (await api.send(t.key, body_for(t))).status_code == 202
+    # the server refreshes these every 15 s; one refresh is what a scrape then shows
+    await api.relay.server.refresh_gauges()
+    text = (await api.get("/metrics")).text
+    assert _sample(text, "relay_queue_depth") == 2
+    assert _sample(text, "relay_upstream_connections_in_use") == 0
+    assert "relay_submit_seconds_bucket" in text

@@ -408,6 +408,10 @@ class Store:
                     break
         return removed
 
+    async def queue_depth(self) -> int:
+        """How many messages are queued."""
+        return int(await self.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'queued'"))
+
     async def queued(self, sender: str | None = None) -> list[dict[str, Any]]:
         """Queued messages, oldest first."""
         rows = await self.pool.fetch(
