@@ -33,6 +33,7 @@ class ServerConfig:
     key_secret: str = ""  # empty: generated once into <data_dir>/key_secret
     shutdown_grace_seconds: float = 30.0
     recovery_after_seconds: float = 300.0
+    key_cache_seconds: float = 1.0  # how long a key lookup is reused (0: never); disabling still bites at once
 
 
 @dataclass(frozen=True, slots=True)

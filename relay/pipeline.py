@@ -7,6 +7,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
@@ -26,6 +27,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
 )
 _FINALIZE_TRIES = 3
+_KEY_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +56,28 @@ class Message:
 class Pipeline:
     """The steps of SPEC.md, in order, over a Store and an Upstream."""
 
-    def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes) -> None:
+    def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes,
+                 key_cache_seconds: float = 0.0) -> None:
         self.store = store
         self.upstream = upstream
         self.limits = limits
         self.key_secret = key_secret
+        self.key_cache_seconds = key_cache_seconds
+        self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    async def _principal(self, key_id: str) -> Principal | None:
+        """A key's lookup, reused for key_cache_seconds (relay_open re-checks 'enabled' on every call)."""
+        now = time.monotonic()
+        cached = self._principals.get(key_id)
+        if cached is not None and now - cached[0] < self.key_cache_seconds:
+            return cached[1]
+        principal = await self.store.load_principal(key_id)
+        if principal is not None and self.key_cache_seconds > 0:
+            self._principals[key_id] = (now, principal)
+            self._principals.move_to_end(key_id)
+            while len(self._principals) > _KEY_CACHE_SIZE:
+                self._principals.popitem(last=False)
+        return principal
 
     # -- step 1 --------------------------------------------------------------------------
 
@@ -70,7 +89,7 @@ class Pipeline:
         if parsed is None:
             return reject(Outcome.KEY_INVALID, "invalid API key")
         try:
-            principal = await self.store.load_principal(parsed.key_id)
+            principal = await self._principal(parsed.key_id)
         except TRANSIENT_ERRORS:
             log.exception("key lookup failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)

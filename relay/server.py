@@ -49,7 +49,8 @@ class RelayServer:
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or make_upstream(self.cfg)
-        self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret)
+        self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
+                                 self.cfg.server.key_cache_seconds)
         smtp = self.cfg.smtp
         self.channel = Channel(
             self.pipeline, hostname=smtp.hostname, max_message_bytes=self.cfg.limits.max_message_bytes,

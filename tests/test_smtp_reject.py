@@ -298,3 +298,31 @@ def test_limits_default_match_spec() -> None:
     limits = LimitsConfig()
     assert (limits.calls_per_minute, limits.max_recipients, limits.max_message_bytes) == (120, 100, 10485760)
     assert uuid.UUID  # the module is used above for message ids
+
+
+async def test_key_disabled_after_a_cached_lookup_is_refused_at_once(relay) -> None:
+    """The key lookup is cached for a second, but every MAIL FROM re-checks that the key is enabled."""
+    t = await relay.tenant()
+    await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))  # caches the lookup
+    await relay.store.set_key_enabled(t.key_id, False)
+    raw = await Raw.open(relay.port)
+    auth = await raw.auth(t.key)
+    reply = auth if not auth.startswith("235") else await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    assert reply.startswith("535") and "disabled" in reply
+    raw.close()
+    assert len(relay.peer.messages) == 1 and await relay.balance(t) == 99
+
+
+async def test_rotated_key_old_secret_stops_within_the_cache_time(relay) -> None:
+    from relay import keys
+    from tests.conftest import KEY_SECRET
+
+    t = await relay.tenant()
+    await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    secret = keys.new_secret()
+    await relay.store.rotate_key(t.key_id, keys.digest(KEY_SECRET, secret))
+    await asyncio.sleep(relay.cfg.server.key_cache_seconds + 0.1)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await login(relay.port, t.key)
+    client = await login(relay.port, keys.format_key(t.key_id, secret))
+    client.close()
