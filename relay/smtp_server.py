@@ -158,6 +158,12 @@ class Channel:
 
     # aiosmtpd handler hooks ---------------------------------------------------------------
 
+    async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """Advertise PIPELINING (RFC 2920): commands are read from a buffered stream, so batches work."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_PROXY(self, server: RelaySMTP, session: Session, envelope: Envelope, proxy_data: Any) -> bool:
         """smtp.proxy_protocol: accept a well-formed PROXY header (the balancer is trusted by config)."""
         return bool(proxy_data) and getattr(proxy_data, "src_addr", None) is not None

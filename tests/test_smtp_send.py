@@ -145,3 +145,24 @@ async def test_aiosmtplib_send_message(relay) -> None:
     errors, reply = await aiosmtplib.send(msg, hostname="127.0.0.1", port=relay.port, username="x",
                                           password=t.key, start_tls=False, use_tls=False)
     assert errors == {} and reply.startswith("OK: ")
+
+
+async def test_pipelined_client_gets_every_reply_in_order(relay) -> None:
+    """RFC 2920: PIPELINING is advertised; a whole transaction sent in two writes works."""
+    t = await relay.tenant(credits=10)
+    raw = await Raw.open(relay.port)
+    ehlo = await raw.cmd("EHLO client.test")
+    assert "250-PIPELINING" in ehlo and ehlo.rstrip().endswith("250 HELP")
+    import base64
+    token = base64.b64encode(b"\0app\0" + t.key.encode()).decode()
+    raw.writer.write(f"AUTH PLAIN {token}\r\nMAIL FROM:<{t.sender}>\r\nRCPT TO:<a@dest.test>\r\n"
+                     f"RCPT TO:<bad>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n".encode())
+    replies = [await raw.reply() for _ in range(6)]
+    assert [r[:3] for r in replies] == ["235", "250", "250", "550", "250", "354"]
+    raw.writer.write(message(t.sender) + b".\r\nQUIT\r\n")
+    assert (await raw.reply()).startswith("250 OK: ")
+    assert (await raw.reply()).startswith("221")
+    raw.close()
+    assert relay.peer.messages[0].recipients == ["a@dest.test", "b@dest.test"]
+    assert b"from client.test (" in relay.peer.messages[0].data  # the EHLO name is still recorded
+    assert await relay.balance(t) == 8
