@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from relay import compose, hygiene, metrics
+from relay import compose, hygiene, metrics, openapi
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Pipeline
 from relay.smtp_server import make_tls_context
@@ -325,6 +325,10 @@ class _Api:
         """GET /metrics: Prometheus text format."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    async def openapi(self, request: Request) -> Response:
+        """GET /v1/openapi.json: this API's OpenAPI document (relay/openapi.py)."""
+        return JSONResponse(openapi.DOCUMENT)
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Routing errors (404, 405) in the same envelope as everything else."""
@@ -342,6 +346,7 @@ def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int) -> S
         Route("/healthz", _guarded(api.healthz), methods=["GET"]),
         Route("/readyz", _guarded(api.readyz), methods=["GET"]),
         Route("/metrics", _guarded(api.metrics), methods=["GET"]),
+        Route("/v1/openapi.json", _guarded(api.openapi), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 

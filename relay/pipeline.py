@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # What "the database or the network hiccuped" looks like from here: all of it becomes TEMPORARY.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError,
 )
 _FINALIZE_TRIES = 3
 _KEY_CACHE_SIZE = 10_000

@@ -30,10 +30,12 @@ class PeerHandler:
     mail_delay: float = 0.0
     connections: int = 0
     mail_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    mail_options: list[list[str]] = field(default_factory=list)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         self.mail_seen.set()
+        self.mail_options.append(list(options))
         if self.mail_delay:
             await asyncio.sleep(self.mail_delay)
         if self.mail_reply:
@@ -68,8 +70,10 @@ class _CountingSMTP(SMTP):
 class Peer:
     """The peer server; `url` is what the relay's upstream.url should say."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None, require_starttls: bool = False) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, require_starttls: bool = False,
+                 size_limit: int | None = None) -> None:
         self.handler = PeerHandler()
+        self.size_limit = size_limit
         self.tls = tls
         self.require_starttls = require_starttls
         self.server: asyncio.Server | None = None
@@ -79,7 +83,7 @@ class Peer:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: _CountingSMTP(self.handler, hostname="peer.test", tls_context=self.tls,
-                                  require_starttls=self.require_starttls, data_size_limit=None,
+                                  require_starttls=self.require_starttls, data_size_limit=self.size_limit,
                                   loop=loop),
             "127.0.0.1", 0,
         )

@@ -166,3 +166,19 @@ async def test_pipelined_client_gets_every_reply_in_order(relay) -> None:
     assert relay.peer.messages[0].recipients == ["a@dest.test", "b@dest.test"]
     assert b"from client.test (" in relay.peer.messages[0].data  # the EHLO name is still recorded
     assert await relay.balance(t) == 8
+
+
+async def test_size_is_declared_to_an_upstream_that_advertises_it(db_dsn, store) -> None:
+    from tests.conftest import relay_config, start_relay
+    from tests.peer import Peer
+
+    sized = await Peer(size_limit=50_000_000).start()
+    live = await start_relay(relay_config(db_dsn, sized.url), store, sized)
+    try:
+        t = await live.tenant()
+        await send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender, body="x\r\n" * 1000))
+        [received] = sized.messages
+        assert sized.handler.mail_options == [[f"SIZE={len(received.data)}"]]
+    finally:
+        await live.server.stop(grace=1)
+        await sized.stop()

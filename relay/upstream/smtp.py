@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Sequence
@@ -74,6 +75,33 @@ class _Client(aiosmtplib.SMTP):
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self.close()
             raise
+
+
+async def _transaction(client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str],
+                       data: bytes) -> tuple[dict[str, SMTPResponse], str]:
+    """MAIL, RCPT..., DATA like aiosmtplib's sendmail, minus its regex pass over the whole message
+    to compute SIZE (our data is CRLF-clean, so SIZE is its length); RSET after a refusal."""
+    try:
+        if client.last_ehlo_response is None:
+            await client.ehlo()  # the extensions are only known after EHLO
+        options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+        await client.mail(mail_from, options=options)
+        refused: dict[str, SMTPResponse] = {}
+        refusals: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[recipient] = SMTPResponse(exc.code, exc.message)
+                refusals.append(exc)
+        if len(refusals) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refusals)
+        response = await client.data(data)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.rset()
+        raise
+    return refused, response.message
 
 
 class _Conn:
@@ -181,7 +209,7 @@ class SmtpUpstream:
             return Delivery(Verdict.TRANSIENT, f"cannot connect to upstream {self.host}:{self.port}: {exc}",
                             int(for_connect_failure()))
         try:
-            errors, message = await conn.client.sendmail(mail_from, list(recipients), data)
+            errors, message = await _transaction(conn.client, mail_from, recipients, data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._checkin(conn)
             codes = [r.code for r in exc.recipients]

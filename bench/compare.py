@@ -1,0 +1,509 @@
+"""relay beside Postfix, a bare aiosmtpd server and Postfix's smtp-sink, in one run (issue #6).
+
+Sets up what it needs: Postfix, libsasl2-modules and sasl2-bin from the distribution's packages when
+`postconf` is missing (apt-get, as root; the system service the package enables is disabled again),
+a private Postfix instance in a temporary folder (its own config, queue and SASL database; SASL AUTH
+PLAIN/LOGIN via Cyrus sasldb, queueing to disk, relaying everything to smtp-sink), Postfix's
+smtp-sink as the upstream of both Postfix and relay, an embedded PostgreSQL with a bench account
+whose rate limit, daily cap and credits do not interfere, `relay serve`, and a bare aiosmtpd 1.4.6
+server (bench/smtp_bench.py's). Then it runs the matrix, alternating targets within each round:
+
+  * 2 KB messages, N concurrent authenticated clients (aiosmtplib, bench/smtp_bench.py's load
+    generator), a new connection per message and connection reuse: Postfix, bare aiosmtpd,
+    smtp-sink, relay;
+  * 20 concurrent 9.5 MiB messages, one reused connection per client, with a raw SMTP client
+    (bench/rawclient.py): Postfix, bare aiosmtpd, relay.
+
+It prints a line per run, then a table (best round of each: msgs/s, p50/p99 latency, the server's
+peak RSS, ratio to Postfix) and the issue's targets with PASS/FAIL. Everything stops at the end,
+the private Postfix included. Only 127.0.0.1 is used.
+
+    sudo /tmp/venv/bin/python bench/compare.py [--rounds 2] [--seconds 10] [--skip-large]
+
+Needs root for Postfix (installing it, and its master process); without Postfix the other targets
+still run and the output says why Postfix is missing. If the script is killed with SIGKILL, stop
+the private instance by hand: `postfix -c /tmp/relay-compare-*/postfix/etc stop`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import postfix_setup
+import rawclient
+import smtp_bench
+
+MIB = 1 << 20
+LARGE_SIZE = int(9.5 * MIB)
+POSTFIX, BARE, SINK, RELAY = "Postfix (SASL)", "bare aiosmtpd", "smtp-sink", "relay serve"
+MODES = ("new connection", "reuse")
+
+
+# -- the machine, memory ---------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), "?")
+    meminfo = {line.split(":")[0]: line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()}
+    nproc = len(os.sched_getaffinity(0))
+    return (f"machine: nproc {nproc} (os.cpu_count {os.cpu_count()}), CPU {model}, "
+            f"memory {int(meminfo['MemTotal']) / MIB:.1f} GiB total, "
+            f"{int(meminfo['MemAvailable']) / MIB:.1f} GiB available; "
+            f"kernel {os.uname().release}; Python {sys.version.split()[0]}; {load_average()}")
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def load_average() -> str:
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def reset_peak(pids: list[int]) -> None:
+    """Reset VmHWM (the peak RSS) of these processes (writing 5 to clear_refs; root or owner)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+class RssSampler(threading.Thread):
+    """Samples the sum of VmRSS over `pids()` every `interval` seconds; `peak_mb` is the largest sum."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.1, pss: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.interval, self.pss = pids, interval, pss
+        self.peak_kb = self.peak_pss_kb = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            pids = self.pids()
+            self.peak_kb = max(self.peak_kb, sum(_status_kb(pid, "VmRSS:") for pid in pids))
+            if self.pss:  # proportional set size: shared pages divided among the processes sharing them
+                self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(pid) for pid in pids))
+            self.stopping.wait(self.interval)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024
+
+    def __enter__(self) -> RssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.join()
+
+
+# -- targets and runs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    pids: Callable[[], list[int]]  # the server's processes, for memory
+    user: str
+    password: str
+    auth_250: bool = False  # smtp-sink answers AUTH with 250 rather than 235
+    postfix: postfix_setup.PrivatePostfix | None = None
+
+
+@dataclass
+class Run:
+    rate: float
+    p50: float
+    p99: float
+    failures: int
+    rss_mb: float
+    sent: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile in ms; nan when empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1] * 1000
+
+
+@contextlib.contextmanager
+def accept_250_after_auth(enabled: bool) -> Iterator[None]:
+    """smtp-sink answers a successful AUTH with `250 2.0.0 Ok` (not 235), which aiosmtplib refuses:
+    for that target only, let aiosmtplib's AUTH PLAIN accept 250 too. Same bytes on the wire."""
+    if not enabled:
+        yield
+        return
+    import aiosmtplib
+    from aiosmtplib.auth import auth_plain_encode
+
+    original = aiosmtplib.SMTP.auth_plain
+
+    async def auth_plain(self: aiosmtplib.SMTP, username: str, password: str, /, *,
+                         timeout: object = None) -> aiosmtplib.SMTPResponse:
+        response = await self.execute_command(b"AUTH", b"PLAIN", auth_plain_encode(username, password),
+                                              timeout=timeout)  # type: ignore[arg-type]
+        if response.code not in (235, 250):
+            raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+        return response
+
+    aiosmtplib.SMTP.auth_plain = auth_plain  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        aiosmtplib.SMTP.auth_plain = original  # type: ignore[method-assign]
+
+
+def measure(target: Target, work: Callable[[], tuple[int, int, list[float], float]]) -> Run:
+    """Run `work` against `target`, with its peak memory: for one process its VmHWM (reset before
+    the run); for Postfix the largest sampled sum of VmRSS over all its processes."""
+    pids = target.pids()
+    reset_peak(pids)
+    with RssSampler(target.pids, pss=target.postfix is not None) as sampler:
+        sent, failures, latencies, wall = work()
+    if target.postfix is None:
+        rss = max(sampler.peak_mb, max((_status_kb(pid, "VmHWM:") for pid in target.pids()), default=0) / 1024)
+    else:
+        rss = sampler.peak_mb
+    latencies.sort()
+    run = Run(sent / wall if wall else 0.0, percentile(latencies, 50), percentile(latencies, 99), failures,
+              rss, sent)
+    if target.postfix is not None:
+        smtpd_hwm = sum(_status_kb(pid, "VmHWM:") for pid in target.pids() if _comm(pid) == "smtpd") / 1024
+        began = time.monotonic()
+        left = target.postfix.wait_queue_empty(300)
+        run.notes.append(f"PSS sum {sampler.peak_pss_kb / 1024:.0f} MB, smtpd VmHWM sum {smtpd_hwm:.0f} MB; "
+                         f"queue drained in {time.monotonic() - began:.1f} s"
+                         + (f" ({left} files still queued)" if left else ""))
+    return run
+
+
+def _comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
+
+
+def small_run(target: Target, reuse: bool, args: argparse.Namespace, sender: str) -> Run:
+    def work() -> tuple[int, int, list[float], float]:
+        began = time.perf_counter()
+        with accept_250_after_auth(target.auth_250):
+            try:
+                sent, failed, lat = asyncio.run(asyncio.wait_for(
+                    smtp_bench.load(target.port, target.password, sender, args.clients, args.seconds, reuse,
+                                    args.size),
+                    args.seconds + 120))
+            except TimeoutError:
+                return 0, 1, [], time.perf_counter() - began
+        return sent, failed, lat, time.perf_counter() - began
+
+    return measure(target, work)
+
+
+def large_run(target: Target, args: argparse.Namespace, sender: str, payload: bytes) -> Run:
+    def work() -> tuple[int, int, list[float], float]:
+        import uvloop
+
+        began = time.perf_counter()
+        try:
+            return uvloop.run(asyncio.wait_for(
+                rawclient.load(target.port, target.user, target.password, sender, payload, args.large_clients,
+                               args.large_seconds),
+                args.large_seconds + 300))
+        except TimeoutError:
+            return 0, 1, [], time.perf_counter() - began
+
+    return measure(target, work)
+
+
+# -- Postfix ---------------------------------------------------------------------------------------------
+
+
+def start_postfix(folder: Path, sink_port: int, concurrency: int) -> postfix_setup.PrivatePostfix:
+    """Configure and start the private instance, then check it end to end: one message over AUTH
+    PLAIN must be accepted, relayed to smtp-sink and leave the queue."""
+    instance = postfix_setup.PrivatePostfix(folder / "postfix", smtp_bench.free_port(), sink_port,
+                                            concurrency=concurrency)
+    instance.configure()
+    instance.start()
+    try:
+        smtp_bench.wait_port(instance.port, 30)
+        with smtplib.SMTP("127.0.0.1", instance.port, timeout=30) as smtp:
+            smtp.login(instance.user, instance.password)
+            smtp.sendmail("bench@example.com", ["rcpt@dest.test"], b"Subject: smoke test\r\n\r\nhello\r\n")
+        if instance.wait_queue_empty(30):
+            raise RuntimeError("the smoke-test message did not leave Postfix's queue within 30 s:\n"
+                               + instance.log_tail())
+    except Exception:
+        instance.stop()
+        raise
+    return instance
+
+
+def postfix_log_counts(instance: postfix_setup.PrivatePostfix) -> str:
+    with contextlib.suppress(OSError):
+        log = (instance.folder / "maillog").read_text(errors="replace")
+        counts = {s: log.count(f"status={s}") for s in ("sent", "deferred", "bounced")}
+        return ", ".join(f"{k} {v}" for k, v in counts.items())
+    return "no log"
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Run as root: sudo /tmp/venv/bin/python bench/compare.py",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, targets alternating within each (2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per small-message run (10)")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent clients, small messages (10)")
+    parser.add_argument("--size", type=int, default=2048, help="small message size in bytes (2048)")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 9.5 MiB part")
+    parser.add_argument("--large-clients", type=int, default=20, help="concurrent 9.5 MiB messages (20)")
+    parser.add_argument("--large-seconds", type=float, default=20.0,
+                        help="seconds per 9.5 MiB run; messages started before the end are finished (20)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the cleanup below runs
+
+    print(machine(), flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="relay-compare-"))
+    folder.chmod(0o711)  # the postfix and postgres users must reach their folders below it
+    procs: list[subprocess.Popen[bytes]] = []
+    pg = None
+    postfix: postfix_setup.PrivatePostfix | None = None
+    postfix_error = ""
+    try:
+        # Postfix and smtp-sink
+        try:
+            print(f"setup: {postfix_setup.ensure_installed()}", flush=True)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            postfix_error = f"Postfix could not be installed: {exc}"
+        sink_port = smtp_bench.free_port()
+        if Path(postfix_setup.SMTP_SINK).exists():
+            sink = postfix_setup.start_sink(sink_port)
+            sink_name = "smtp-sink"
+        else:  # without Postfix's smtp-sink relay still needs an upstream: bench/smtp_bench.py's sink
+            sink = subprocess.Popen([sys.executable, str(smtp_bench.HERE), "--child", "sink", "--port",
+                                     str(sink_port)])
+            sink_name = "Python sink (smtp-sink missing)"
+        procs.append(sink)
+        smtp_bench.wait_port(sink_port)
+        if not postfix_error:
+            try:
+                postfix = start_postfix(folder, sink_port, max(args.clients, args.large_clients) * 2)
+                print(f"setup: private Postfix {postfix_setup.version()} on 127.0.0.1:{postfix.port} "
+                      f"(config {postfix.conf}), relayhost [127.0.0.1]:{sink_port} ({sink_name})", flush=True)
+            except (RuntimeError, subprocess.SubprocessError, OSError, smtplib.SMTPException) as exc:
+                postfix_error = f"Postfix could not be started: {exc}"
+        if postfix_error:
+            print(f"setup: {postfix_error}; running the other targets", flush=True)
+
+        # bare aiosmtpd
+        bare_port = smtp_bench.free_port()
+        bare = subprocess.Popen([sys.executable, str(smtp_bench.HERE), "--child", "bare", "--port", str(bare_port)])
+        procs.append(bare)
+
+        # relay: embedded PostgreSQL, a bench account, relay serve relaying to smtp-sink
+        import asyncpg
+
+        from relay.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(folder / "pg")  # durable: a real commit per message
+        pg.start()
+
+        async def create_db() -> None:
+            conn = await asyncpg.connect(pg.dsn("postgres"))
+            await conn.execute("CREATE DATABASE relay")
+            await conn.close()
+
+        asyncio.run(create_db())
+        dsn = pg.dsn("relay")
+        key, sender = asyncio.run(smtp_bench.prepare_database(dsn))
+        relay_port, http_port = smtp_bench.free_port(), smtp_bench.free_port()
+        pool = max(args.clients, args.large_clients)
+        env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=smtp_bench.KEY_SECRET,
+                   RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
+                   RELAY_SMTP_HOSTNAME="relay.bench", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
+                   RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}", RELAY_UPSTREAM_POOL_SIZE=str(pool),
+                   RELAY_DATABASE_POOL_SIZE=str(pool + 2), RELAY_SERVER_DATA_DIR=str(folder))
+        relay_log = (folder / "relay.log").open("wb")
+        relay_proc = subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,
+                                      stdout=relay_log, stderr=subprocess.STDOUT)
+        procs.append(relay_proc)
+        for port in (bare_port, relay_port):
+            try:
+                smtp_bench.wait_port(port)
+            except RuntimeError:
+                print((folder / "relay.log").read_text(errors="replace")[-2000:])
+                raise
+        print(f"setup: relay serve on 127.0.0.1:{relay_port} (upstream smtp://127.0.0.1:{sink_port}, pools {pool}), "
+              f"bare aiosmtpd on {bare_port}, {sink_name} on {sink_port}", flush=True)
+
+        targets: list[Target] = []
+        if postfix is not None:
+            targets.append(Target(POSTFIX, postfix.port, postfix.pids, postfix.user, postfix.password,
+                                  postfix=postfix))
+        targets.append(Target(BARE, bare_port, lambda: [bare.pid], "bench", key))
+        if sink_name == "smtp-sink":
+            targets.append(Target(SINK, sink_port, lambda: [sink.pid], "bench", "x", auth_250=True))
+        targets.append(Target(RELAY, relay_port, lambda: [relay_proc.pid], "bench", key))
+        relay_sent = 0
+
+        results: dict[tuple[str, str], list[Run]] = {}
+        print(f"\n{args.clients} clients, {args.size}-byte messages, {args.seconds:g} s per run, "
+              f"{args.rounds} rounds", flush=True)
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}: {load_average()} (other processes on this machine compete)", flush=True)
+            order = targets[round_ % len(targets):] + targets[:round_ % len(targets)]
+            for mode in MODES:
+                for target in order:
+                    run = small_run(target, mode == "reuse", args, sender)
+                    results.setdefault((mode, target.name), []).append(run)
+                    relay_sent += run.sent if target.name == RELAY else 0
+                    print(f"round {round_ + 1} {mode:15} {target.name:15} {run.rate:8.1f} msg/s  "
+                          f"p50 {run.p50:7.1f} ms  p99 {run.p99:7.1f} ms  peak RSS {run.rss_mb:6.0f} MB  "
+                          f"failures {run.failures}" + "".join(f"; {n}" for n in run.notes), flush=True)
+
+        large_mode = f"{LARGE_SIZE / MIB:g} MiB x{args.large_clients}"
+        if not args.skip_large:
+            payload = rawclient.dot_stuffed(smtp_bench.make_message(sender, LARGE_SIZE))
+            large_targets = [t for t in targets if t.name != SINK]
+            print(f"\n{args.large_clients} clients, {len(payload) / MIB:.2f} MiB messages (DATA payload), "
+                  f"one connection per client, {args.large_seconds:g} s per run plus the messages in flight, "
+                  f"{args.rounds} rounds", flush=True)
+            for round_ in range(args.rounds):
+                print(f"round {round_ + 1}: {load_average()}", flush=True)
+                shift = round_ % len(large_targets)
+                for target in large_targets[shift:] + large_targets[:shift]:
+                    run = large_run(target, args, sender, payload)
+                    results.setdefault((large_mode, target.name), []).append(run)
+                    relay_sent += run.sent if target.name == RELAY else 0
+                    print(f"round {round_ + 1} {large_mode:15} {target.name:15} {run.rate:8.2f} msg/s  "
+                          f"p50 {run.p50:7.0f} ms  p99 {run.p99:7.0f} ms  peak RSS {run.rss_mb:6.0f} MB  "
+                          f"failures {run.failures}, {run.sent} messages"
+                          + "".join(f"; {n}" for n in run.notes), flush=True)
+
+        report(args, results, targets, postfix, postfix_error, large_mode)
+
+        async def count_sent() -> int:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'"))
+            finally:
+                await conn.close()
+
+        print(f"\nchecks: {load_average()} at the end")
+        print(f"checks: relay accepted {relay_sent} messages in the runs, log rows 'sent': "
+              f"{asyncio.run(count_sent())}")
+        if postfix is not None:
+            print(f"checks: Postfix delivery log (smoke test included): {postfix_log_counts(postfix)}")
+    finally:
+        if postfix is not None:
+            try:
+                postfix.stop()
+            except RuntimeError as exc:
+                print(f"cleanup: {exc}", file=sys.stderr)
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]], targets: list[Target],
+           postfix: postfix_setup.PrivatePostfix | None, postfix_error: str, large_mode: str) -> None:
+    best = {k: max(runs, key=lambda r: r.rate) for k, runs in results.items()}
+    print(f"\nresults: best round of {args.rounds} for each (by msgs/s); peak RSS is the largest over the rounds")
+    print(f"{'mode':16} {'target':15} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>9} {'vs Postfix':>10}")
+    modes = [*MODES] + ([] if args.skip_large else [large_mode])
+    for mode in modes:
+        for target in targets:
+            if (mode, target.name) not in best:
+                continue
+            run = best[(mode, target.name)]
+            rss = max(r.rss_mb for r in results[(mode, target.name)])
+            ref = best.get((mode, POSTFIX))
+            ratio = f"{run.rate / ref.rate:9.2f}x" if ref and ref.rate else f"{'n/a':>10}"
+            digits = 2 if mode == large_mode else 1
+            failures = sum(r.failures for r in results[(mode, target.name)])
+            print(f"{mode:16} {target.name:15} {run.rate:9.{digits}f} {run.p50:8.1f} {run.p99:8.1f} "
+                  f"{rss:7.0f}MB {ratio}" + (f"  ({failures} failures)" if failures else ""))
+    print("peak RSS (MB = MiB): relay serve, bare aiosmtpd, smtp-sink: the process's VmHWM, reset before each "
+          "run\n          (relay's PostgreSQL not included); Postfix: the largest sum of VmRSS over all processes "
+          "of the\n          private instance (master and every child), sampled every 100 ms (shared pages "
+          "counted in every process\n          that maps them; the run lines give the PSS sum too).")
+
+    print("\nissue #6 targets:")
+    unavailable = postfix_error or "no Postfix result"
+
+    def verdict(ok: bool | None, text: str) -> None:
+        label = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  [{label}] {text}")
+
+    for mode in MODES:
+        relay, ref = best.get((mode, RELAY)), best.get((mode, POSTFIX))
+        if relay is None or ref is None:
+            verdict(None, f"{mode}: relay >= 1.5 x Postfix msgs/s, p99 <= Postfix's ({unavailable})")
+            continue
+        verdict(relay.rate >= 1.5 * ref.rate,
+                f"{mode}: relay msgs/s >= 1.5 x Postfix: {relay.rate:.1f} vs 1.5 x {ref.rate:.1f} = "
+                f"{1.5 * ref.rate:.1f} ({relay.rate / ref.rate:.2f}x)")
+        verdict(relay.p99 <= ref.p99, f"{mode}: relay p99 <= Postfix p99: {relay.p99:.1f} ms vs {ref.p99:.1f} ms")
+    if args.skip_large:
+        verdict(None, "9.5 MiB targets (--skip-large)")
+        return
+    relay, ref = best.get((large_mode, RELAY)), best.get((large_mode, POSTFIX))
+    if relay is not None and ref is not None:
+        verdict(relay.rate >= ref.rate,
+                f"{large_mode}: relay msgs/s >= Postfix: {relay.rate:.2f} vs {ref.rate:.2f}")
+    else:
+        verdict(None, f"{large_mode}: relay msgs/s >= Postfix ({unavailable})")
+    if relay is not None:
+        in_flight = args.large_clients * LARGE_SIZE / MIB
+        limit = 1.2 * in_flight + 64
+        rss = max(r.rss_mb for r in results[(large_mode, RELAY)])
+        verdict(rss <= limit, f"{large_mode}: relay peak RSS <= 1.2 x bytes in flight + 64 MB: {rss:.0f} MB vs "
+                f"1.2 x {in_flight:.0f} + 64 = {limit:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
