@@ -20,6 +20,7 @@ from relay.addresses import is_valid_sender_pattern
 from relay.config import Config, ConfigError, load_config
 from relay.embedded import EmbeddedError
 from relay.runtime import NotMigrated, database, key_secret
+from relay.server import ListenError
 from relay.store import migrate as migrations
 from relay.store.store import Store, StoreError, as_dict
 
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             _run(_with_store(cfg, args))
         else:
             _run(args.handler(cfg, args))
-    except (StoreError, UsageError, EmbeddedError, NotMigrated, ConfigError) as exc:
+    except (StoreError, UsageError, EmbeddedError, NotMigrated, ConfigError, ListenError) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

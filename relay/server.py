@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -23,6 +24,15 @@ from relay.upstream.base import Upstream
 from relay.upstream.factory import make_upstream
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """A listener could not be bound; one line names the config key and the address."""
+
+
+def _reason(exc: OSError) -> str:
+    """The plain system reason ('Address already in use'), whatever loop raised it."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 @dataclass
@@ -83,10 +93,14 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         context = (make_tls_context(self.cfg.smtp.tls_cert, self.cfg.smtp.tls_key)
                    if starttls or implicit else None)
-        server = await loop.create_server(
-            lambda: self._factory(tls=context if starttls else None, implicit=implicit), host, port,
-            ssl=context if implicit else None, reuse_address=True, start_serving=True,
-        )
+        try:
+            server = await loop.create_server(
+                lambda: self._factory(tls=context if starttls else None, implicit=implicit), host, port,
+                ssl=context if implicit else None, reuse_address=True, start_serving=True,
+            )
+        except OSError as exc:
+            key = "smtp.listen" if name == "smtp" else "smtp.implicit_tls_listen"
+            raise ListenError(f"{key}: cannot listen on {address}: {_reason(exc)}") from None
         bound = server.sockets[0].getsockname()
         self.listeners.append(Listener(name, server, host, int(bound[1])))
         log.info("SMTP %s listening on %s:%s", name, host, bound[1])
@@ -103,7 +117,10 @@ class RelayServer:
             await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
         http = self.cfg.http
         host, port = parse_listen("http.listen", http.listen)
-        await self.http.start(host, port, certfile=http.tls_cert or None, keyfile=http.tls_key or None)
+        try:
+            await self.http.start(host, port, certfile=http.tls_cert or None, keyfile=http.tls_key or None)
+        except OSError as exc:
+            raise ListenError(f"http.listen: cannot listen on {http.listen}: {_reason(exc)}") from None
         log.info("HTTP%s listening on %s:%s", "S" if http.tls_cert else "", host, self.http.port)
         self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
         self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))

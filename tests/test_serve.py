@@ -50,3 +50,24 @@ async def test_serve_notifies_systemd_relays_and_stops_on_sigterm(db_dsn, store,
             proc.kill()
             await proc.wait()
         notify.close()
+
+
+async def test_serve_on_a_busy_port_is_one_line(db_dsn, tmp_dir) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(),
+               RELAY_SMTP_LISTEN=f"127.0.0.1:{port}", RELAY_HTTP_LISTEN="127.0.0.1:0",
+               RELAY_SERVER_DATA_DIR=str(tmp_dir))
+    try:
+        proc = await asyncio.create_subprocess_exec(RELAY, "serve", env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        busy.close()
+    lines = [line for line in err.decode().splitlines() if line.startswith("relay: ")]
+    assert proc.returncode == 1
+    assert lines == [f"relay: smtp.listen: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in err.decode()
