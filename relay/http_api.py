@@ -4,12 +4,12 @@ POST /v1/send, in order (SPEC.md 'The pipeline, in order'):
 
 1. the bearer key (pipeline.authenticate), from the headers alone: an unauthenticated body is
    never read;
-2. the request body size: refused from Content-Length, or while streaming, as soon as it is over
+2. the call counted against the key's rate limit (pipeline.open_call), still before the body;
+3. the request body size: refused from Content-Length, or while streaming, as soon as it is over
    body_limit() -- never buffered past it;
-3. the body decoded as a JSON object; from here on the request is a call counted against the
-   key's rate limit (pipeline.begin: rate limit, sender authorization, pre-flight balance);
-4. the content (fields, recipients, html + text size), then the sender's authorization, then the
-   pre-flight balance, then pipeline.submit (idempotency key, debit, cap, relay).
+4. the body decoded as a JSON object, the content (fields, recipients, html + text size), the
+   sender's authorization and a first pre-flight (pipeline.authorize), then pipeline.submit
+   (idempotency key, full pre-flight, debit, cap, relay).
 
 An `Idempotency-Key` request header makes a retry safe: the pipeline answers a repeat of the same
 request with the first answer (marked `Idempotent-Replayed: true`), another request under the
@@ -44,7 +44,7 @@ from starlette.types import ASGIApp
 
 from relay import compose, hygiene, metrics, openapi
 from relay.outcomes import Outcome, Result, reject
-from relay.pipeline import TRANSIENT_ERRORS, Message, Pipeline
+from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
 from relay.smtp_server import make_tls_context
 from relay.store.store import Principal
 
@@ -244,22 +244,18 @@ class _Api:
                 return problem
         return self.pipeline.check_size(send.size) or send
 
-    async def _submit(self, principal: Principal, body: bytes, request: Request) -> Result:
+    async def _submit(self, opened: Opened, body: bytes, request: Request) -> Result:
+        """Steps 3-8 once the call is counted and the body read."""
         try:
             doc = await _cpu(len(body), compose.decode_body, body)
         except compose.RequestError as exc:
             return self._count(reject(Outcome.INVALID, str(exc)))
-        opened = await self.pipeline.begin(principal, compose.sender_of(doc), CHANNEL)
-        # the key and the rate limit (steps 1-2) and transient failures outrank the content
-        if isinstance(opened, Result) and opened.outcome not in (Outcome.INVALID,
-                                                                  Outcome.INSUFFICIENT_CREDITS):
-            return opened
         send = self._content(doc)
         if isinstance(send, Result):
-            # begin counted this call already when it refused it; count it once
-            return send if isinstance(opened, Result) else self._count(send)
-        if isinstance(opened, Result):  # the sender not authorized (3), then the pre-flight (5)
-            return opened
+            return self._count(send)
+        txn = self.pipeline.authorize(opened, send.sender.address)  # the sender (3), the pre-flight (5)
+        if isinstance(txn, Result):
+            return txn
         data = await _cpu(send.size, compose.compose, send, hostname=self.hostname,
                           received=self._received(request))
         key = request.headers.get("idempotency-key")  # checked by the pipeline
@@ -267,7 +263,7 @@ class _Api:
                           has_body=send.has_body, size=send.size, idempotency_key=key,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away
-        return await asyncio.shield(self.pipeline.submit(opened, message))
+        return await asyncio.shield(self.pipeline.submit(txn, message))
 
     # routes ----------------------------------------------------------------------------------
 
@@ -276,11 +272,15 @@ class _Api:
         principal = await self._principal(request, submission=True)
         if isinstance(principal, Result):
             return self._unread(self.reply(principal))
+        # SPEC step 2 before 3 and 4: every authenticated request is a call, whatever its body
+        opened = await self.pipeline.open_call(principal, CHANNEL)
+        if isinstance(opened, Result):
+            return self._unread(self.reply(opened))
         body = await self._read_body(request)
         if body is None:
             too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
             return self._unread(self.reply(self._count(too_large)))
-        return self.reply(await self._submit(principal, body, request))
+        return self.reply(await self._submit(opened, body, request))
 
     @staticmethod
     def _unread(response: Response) -> Response:

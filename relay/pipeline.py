@@ -31,6 +31,15 @@ _KEY_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """A counted call (step 2 passed): the key, the balance read with it, the channel."""
+
+    principal: Principal
+    credits: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class Transaction:
     """An opened send: the key passed, the call was counted, the sender is authorized."""
 
@@ -99,10 +108,10 @@ class Pipeline:
             return reject(Outcome.KEY_DISABLED, "this API key is disabled")
         return principal
 
-    # -- steps 2, 3 (sender) and the early part of 5 -------------------------------------
+    # -- step 2, then step 3 (sender) and the early part of 5 -----------------------------
 
-    async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
-        """Count the call against the rate limit, authorize the sender, check there is any credit."""
+    async def open_call(self, principal: Principal, channel: str) -> Opened | Result:
+        """Step 2: count the call against the key's rolling minute (and re-check the key is enabled)."""
         try:
             opened = await self.store.open_call(principal.key_id, self.limits.calls_per_minute)
         except TRANSIENT_ERRORS:
@@ -115,17 +124,28 @@ class Pipeline:
             wait = max(1, math.ceil(opened.retry_after))
             return self._count(channel, reject(
                 Outcome.RATE_LIMITED, f"rate limit exceeded, retry in {wait} seconds", retry_after=wait))
+        return Opened(principal, opened.credits, channel)
+
+    def authorize(self, opened: Opened, mail_from: str) -> Transaction | Result:
+        """Step 3 for the sender, and a first pre-flight: is there credit for one recipient at all."""
+        channel = opened.channel
         if not is_valid_address(mail_from):
             return self._count(channel, reject(
                 Outcome.INVALID, f"sender address {mail_from!r} is not valid", enhanced="5.1.7"))
-        rule = matching_rule(mail_from, principal.senders)
+        rule = matching_rule(mail_from, opened.principal.senders)
         if rule is None:
             return self._count(channel, reject(
-                Outcome.INVALID, f"sender {mail_from} is not authorized for this account",
-                enhanced="5.7.1"))
+                Outcome.INVALID, f"sender {mail_from} is not authorized for this account", enhanced="5.7.1"))
         if opened.credits < self.limits.credits_per_recipient:
             return self._count(channel, reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits"))
-        return Transaction(principal, normalize(mail_from), rule, channel)
+        return Transaction(opened.principal, normalize(mail_from), rule, channel)
+
+    async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
+        """Steps 2 and 3 (sender) together, as SMTP's MAIL FROM needs them."""
+        opened = await self.open_call(principal, channel)
+        if isinstance(opened, Result):
+            return opened
+        return self.authorize(opened, mail_from)
 
     # -- step 3 (recipients), step 4 -----------------------------------------------------
 

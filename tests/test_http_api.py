@@ -460,7 +460,7 @@ async def test_unexpected_exception_is_503_temporary_without_internals(api: Api,
     async def broken(*args: object) -> Result:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(api.relay.server.pipeline, "begin", broken)
+    monkeypatch.setattr(api.relay.server.pipeline, "open_call", broken)
     response = await api.send(t.key, body_for(t))
     assert_failure(response, 503, "TEMPORARY", "temporary failure, try again later")
     assert "secret" not in response.text and response.headers["retry-after"] == "5"
@@ -684,3 +684,14 @@ async def test_metrics_show_queue_depth_and_upstream_pool(api: Api) -> None:
     assert _sample(text, "relay_queue_depth") == 2
     assert _sample(text, "relay_upstream_connections_in_use") == 0
     assert "relay_submit_seconds_bucket" in text
+
+
+async def test_every_authenticated_request_is_a_call_whatever_its_body(api: Api) -> None:
+    """SPEC: the rate limit (step 2) comes before validation (3) and size (4)."""
+    t = await api.relay.tenant(rate=2)
+    assert_failure(await api.send(t.key, content=b"{not json"), 400, "INVALID")
+    assert_failure(await api.send(t.key, body_for(t, to="not-an-address")), 400, "INVALID")
+    # two calls used: now even a malformed body is told to wait
+    assert_failure(await api.send(t.key, content=b"{not json"), 429, "RATE_LIMITED")
+    assert_failure(await api.send(t.key, body_for(t)), 429, "RATE_LIMITED")
+    await assert_untouched(api.relay, t, 100)
