@@ -125,6 +125,9 @@ class QueueWorker:
                         continue
                 except TRANSIENT_ERRORS:
                     log.warning("queue worker: database trouble, will retry", exc_info=True)
+                except Exception:
+                    # a bug must not stop delivery for good: the claim rolled back, try again later
+                    log.exception("queue worker: unexpected error, will retry")
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.queue.poll_seconds)

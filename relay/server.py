@@ -16,7 +16,7 @@ from datetime import datetime
 from relay import metrics, systemd
 from relay.config import Config, parse_listen
 from relay.http_api import HttpServer, build_app
-from relay.pipeline import TRANSIENT_ERRORS, Pipeline, recover
+from relay.pipeline import Pipeline, recover
 from relay.queue import QueueWorker, utcnow
 from relay.smtp_server import AuthThrottle, Channel, RelaySMTP, make_tls_context
 from relay.store.store import Store
@@ -136,8 +136,8 @@ class RelayServer:
             await asyncio.sleep(period)
             try:
                 await recover(self.store, self.cfg.server.recovery_after_seconds)
-            except TRANSIENT_ERRORS:
-                log.warning("recovery sweep failed; will retry", exc_info=True)
+            except Exception:  # a background loop must outlive any one failure
+                log.exception("recovery sweep failed; will retry")
 
     async def refresh_gauges(self) -> None:
         """Set the gauges a scrape cannot compute itself (the queue depth needs a query)."""
@@ -146,8 +146,10 @@ class RelayServer:
 
     async def _gauges(self) -> None:
         while True:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            try:
                 await self.refresh_gauges()
+            except Exception:  # a background loop must outlive any one failure
+                log.warning("gauge refresh failed", exc_info=True)
             await asyncio.sleep(15)
 
     async def _cleanup(self) -> None:
@@ -159,8 +161,8 @@ class RelayServer:
                                                    log_days=retention.log_days, batch=retention.batch_size)
                 if any(removed.values()):
                     log.info("retention: removed %s", removed)
-            except TRANSIENT_ERRORS:
-                log.warning("retention cleanup failed; will retry", exc_info=True)
+            except Exception:  # a background loop must outlive any one failure
+                log.exception("retention cleanup failed; will retry")
             await asyncio.sleep(retention.cleanup_interval_seconds)
 
     async def stop(self, grace: float | None = None) -> None:

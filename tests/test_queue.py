@@ -4,6 +4,7 @@ several instances on one database, retention, and messages whose account changed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -302,3 +303,45 @@ async def test_queued_message_survives_later_account_changes(relay) -> None:
     for change, _t, mid in cases:
         assert (await relay.store.message(mid))["status"] == "sent", change
     assert len(relay.peer.messages) == 3
+
+
+class _BrokenOnce:
+    """An upstream with a bug on its first call: the worker must survive it and deliver later."""
+
+    in_use = 0
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.calls = 0
+
+    async def deliver(self, mail_from, recipients, data):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("bug")
+        return await self.real.deliver(mail_from, recipients, data)
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
+async def test_worker_survives_a_bug_and_delivers_later(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET deliver_after = now()")
+    w = worker(relay.store, relay.peer, lambda: datetime.now(UTC) + timedelta(minutes=1),
+               QueueConfig(rate_per_second=1000, poll_seconds=0.1))
+    w.upstream = _BrokenOnce(w.upstream)
+    task = asyncio.create_task(w.run())
+    try:
+        for _ in range(100):
+            if relay.peer.messages:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(relay.peer.messages) == 1 and w.upstream.calls == 2
+    assert (await relay.store.message(queued))["status"] == "sent"
+    await w.upstream.close()
