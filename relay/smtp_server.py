@@ -349,7 +349,7 @@ class RelaySMTP(SMTP):
 
     # DATA: read in bulk, strict CRLF.CRLF, limit enforced while reading -----------------------
 
-    async def _read_data(self) -> tuple[bytes | None, bool]:
+    async def _read_data(self) -> tuple[bytes | bytearray | None, bool]:
         """(data dot-unstuffed, or None when over the limit; saw a bare CR or LF)."""
         limit = self.data_size_limit or self.channel.max_message_bytes
         reader = self._reader
