@@ -185,6 +185,7 @@ class Channel:
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO: address validity and the recipient limit; duplicates are accepted once."""
+        envelope.rcpt_attempts = getattr(envelope, "rcpt_attempts", 0) + 1  # type: ignore[attr-defined]
         if address.lower() in (r.lower() for r in envelope.rcpt_tos):
             return "250 2.1.5 OK (duplicate recipient ignored)"
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
@@ -392,7 +393,9 @@ class RelaySMTP(SMTP):
             return
         assert self.envelope is not None and self.session is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
+            # RFC 5321 3.3: 554 when every RCPT was refused, 503 when none was even tried
+            tried = getattr(self.envelope, "rcpt_attempts", 0)
+            await self.push("554 5.5.1 No valid recipients" if tried else "503 5.5.1 Error: need RCPT command")
             return
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")

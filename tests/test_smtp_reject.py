@@ -27,6 +27,19 @@ async def test_mail_before_auth_is_530(relay) -> None:
     raw.close()
 
 
+async def test_data_without_rcpt_is_503_bad_sequence(relay) -> None:
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    assert (await raw.cmd("DATA")).startswith("503")  # no MAIL either
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    assert (await raw.cmd("DATA")).startswith("503 5.5.1")  # MAIL, but no RCPT tried
+    assert (await raw.cmd("BOGUS")).startswith("500")
+    assert (await raw.cmd("MAIL FROM")).startswith("501")
+    raw.close()
+    assert relay.peer.messages == [] and await relay.balance(t) == 100
+
+
 async def test_invalid_key_is_535_at_auth(relay) -> None:
     t = await relay.tenant()
     for bad in ("rk_000000000000_nope", t.key + "x", "not-a-key", ""):
@@ -77,7 +90,7 @@ async def test_invalid_recipient_is_550_at_rcpt(relay) -> None:
     await raw.cmd(f"MAIL FROM:<{t.sender}>")
     assert (await raw.cmd("RCPT TO:<no-domain>")).startswith("550 5.1.3")
     assert (await raw.cmd("RCPT TO:<a@b>")).startswith("550 5.1.3")
-    assert (await raw.cmd("DATA")).startswith("503")  # no valid recipient yet
+    assert (await raw.cmd("DATA")).startswith("554 5.5.1")  # SPEC: 554 no valid recipients
     raw.close()
     await assert_untouched(relay, t, 100)
 
