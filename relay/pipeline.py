@@ -60,6 +60,7 @@ class Message:
     size: int  # what the size limit is checked against (SPEC: SMTP data; API html + text)
     idempotency_key: str | None = None
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
+    crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
 
 
 class Pipeline:
@@ -234,7 +235,8 @@ class Pipeline:
         if status == "queued":
             return await self._queue(message_id, txn, message, cost)
         try:
-            delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data)
+            delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
+                                                   crlf_verified=message.crlf_verified)
         except Exception:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
             log.exception("delivery of %s raised", mid)

@@ -378,9 +378,9 @@ class RelaySMTP(SMTP):
         if dropped or end > limit:
             return None, False
         del buf[end + 2:]
-        # one copy: unstuff (the leading CRLF lets a dot on the first line unstuff too), then
-        # drop that CRLF in place; a bytearray works wherever the bytes are read
-        data = buf.replace(b"\r\n.", b"\r\n")
+        # unstuff (the leading CRLF lets a dot on the first line unstuff too), copying only when a
+        # line does start with a dot; then drop that CRLF in place (cheap at a bytearray's front)
+        data = buf.replace(b"\r\n.", b"\r\n") if buf.find(b"\r\n.") >= 0 else buf
         del buf
         del data[:2]
         crlf = data.count(b"\r\n")
@@ -453,6 +453,7 @@ class RelaySMTP(SMTP):
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
             data=prepared, has_body=bool(data) and not data.isspace(), size=len(data),
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
+            crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
         )
 
 

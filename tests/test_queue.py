@@ -314,7 +314,7 @@ class _BrokenOnce:
         self.real = real
         self.calls = 0
 
-    async def deliver(self, mail_from, recipients, data):
+    async def deliver(self, mail_from, recipients, data, **_):
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("bug")

@@ -219,7 +219,7 @@ class ExplodingUpstream:
 
     in_use = 0
 
-    async def deliver(self, mail_from, recipients, data):
+    async def deliver(self, mail_from, recipients, data, **_):
         raise RuntimeError("secret internal detail")
 
     async def close(self) -> None:

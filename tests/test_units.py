@@ -86,3 +86,19 @@ def test_auth_throttle_memory_is_bounded() -> None:
     for i in range(100):
         throttle.failed(f"10.0.0.{i}")
     assert len(throttle._failures) == 10
+
+
+def test_upstream_dot_stuffing_and_line_ending_check() -> None:
+    from relay.upstream.smtp import _dot_stuffed
+
+    clean = b"Subject: x\r\n\r\n.leading dot\r\nplain\r\n"
+    assert _dot_stuffed(clean) == b"Subject: x\r\n\r\n..leading dot\r\nplain\r\n"
+    assert _dot_stuffed(b".first\r\n") == b"..first\r\n"
+    assert _dot_stuffed(b"no final newline") == b"no final newline\r\n"
+    plain = b"a\r\nb\r\n"
+    assert _dot_stuffed(plain) is plain  # nothing to stuff: not even a copy
+    # unverified data with a bare LF or CR takes aiosmtplib's normalizing path instead
+    for smuggle in (b"a\n.\nb\r\n", b"a\r.\rb\r\n", b"a\r\n.\nb\r\n"):
+        assert _dot_stuffed(smuggle) is None
+    # data a channel verified is trusted (the SMTP channel refuses bare CR/LF before this point)
+    assert _dot_stuffed(b"a\r\n.b\r\n", verified=True) == b"a\r\n..b\r\n"

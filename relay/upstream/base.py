@@ -29,8 +29,13 @@ class Delivery:
 class Upstream(Protocol):
     """A place accepted mail is handed to."""
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
-        """Hand over one message; the result says what happened, errors included."""
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+                      crlf_verified: bool = False) -> Delivery:
+        """Hand over one message; the result says what happened, errors included.
+
+        crlf_verified: the caller already checked that every line ends in CRLF (no bare CR or LF),
+        so the upstream need not check again before sending the data as is.
+        """
         ...
 
     async def close(self) -> None:

@@ -31,7 +31,8 @@ class MaildirUpstream:
         ).encode()
         return self._box.add(envelope + data)
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+                      crlf_verified: bool = False) -> Delivery:
         """Write the message; a full disk or similar is a transient failure."""
         self._busy += 1
         try:

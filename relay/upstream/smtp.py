@@ -29,15 +29,17 @@ def _verdict(code: int) -> Verdict:
     return Verdict.PERMANENT if 500 <= code < 600 else Verdict.TRANSIENT
 
 
-def _dot_stuffed(data: bytes) -> bytes | None:
+def _dot_stuffed(data: bytes, verified: bool = False) -> bytes | None:
     """DATA content for clean CRLF data without aiosmtplib's two regex passes; None if not clean.
 
     bytes.replace returns the same object when no line starts with a dot, so the usual
     message is sent without a copy.
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        return None
+    if not verified:
+        # a bare CR or LF sent as is could end the message early at a lenient upstream
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            return None
     stuffed = data.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
@@ -49,8 +51,8 @@ def _dot_stuffed(data: bytes) -> bytes | None:
 class _Client(aiosmtplib.SMTP):
     """aiosmtplib's client with a DATA step that neither regex-normalizes nor copies clean data."""
 
-    async def data(self, message: Any, /, *, timeout: Any = Default.token) -> SMTPResponse:
-        stuffed = _dot_stuffed(message) if isinstance(message, bytes) else None
+    async def data(self, message: Any, /, *, timeout: Any = Default.token, verified: bool = False) -> SMTPResponse:
+        stuffed = _dot_stuffed(message, verified) if isinstance(message, bytes) else None
         protocol = self.protocol
         # the fast path leans on aiosmtplib internals (pinned <5.2): anything unexpected falls back
         if stuffed is None or protocol is None or getattr(protocol, "_command_lock", None) is None:
@@ -77,8 +79,8 @@ class _Client(aiosmtplib.SMTP):
             raise
 
 
-async def _transaction(client: aiosmtplib.SMTP, mail_from: str, recipients: Sequence[str],
-                       data: bytes) -> tuple[dict[str, SMTPResponse], str]:
+async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str], data: bytes,
+                       verified: bool) -> tuple[dict[str, SMTPResponse], str]:
     """MAIL, RCPT..., DATA like aiosmtplib's sendmail, minus its regex pass over the whole message
     to compute SIZE (our data is CRLF-clean, so SIZE is its length); RSET after a refusal."""
     try:
@@ -96,7 +98,7 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, recipients: Sequ
                 refusals.append(exc)
         if len(refusals) == len(recipients):
             raise aiosmtplib.SMTPRecipientsRefused(refusals)
-        response = await client.data(data)
+        response = await client.data(data, verified=verified)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.rset()
@@ -109,7 +111,7 @@ class _Conn:
 
     __slots__ = ("client", "last_used")
 
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
+    def __init__(self, client: _Client) -> None:
         self.client = client
         self.last_used = time.monotonic()
 
@@ -183,20 +185,21 @@ class SmtpUpstream:
         conn.last_used = time.monotonic()
         self._idle.append(conn)
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+                      crlf_verified: bool = False) -> Delivery:
         """One relay attempt within the total deadline; any failure is a Delivery, never a raise."""
         async with self._slots:
             self._busy += 1
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._attempt(mail_from, recipients, data)
+                    return await self._attempt(mail_from, recipients, data, crlf_verified)
             except TimeoutError:
                 return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
                                 int(for_timeout()))
             finally:
                 self._busy -= 1
 
-    async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
+    async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes, verified: bool) -> Delivery:
         try:
             conn = await self._checkout()
         except aiosmtplib.SMTPAuthenticationError as exc:
@@ -209,7 +212,7 @@ class SmtpUpstream:
             return Delivery(Verdict.TRANSIENT, f"cannot connect to upstream {self.host}:{self.port}: {exc}",
                             int(for_connect_failure()))
         try:
-            errors, message = await _transaction(conn.client, mail_from, recipients, data)
+            errors, message = await _transaction(conn.client, mail_from, recipients, data, verified)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._checkin(conn)
             codes = [r.code for r in exc.recipients]
