@@ -193,10 +193,9 @@ class _Api:
         return http_reply(result, max_message_bytes=self.max_message_bytes)
 
     @staticmethod
-    def _count(result: Result) -> Result:
-        """Count a rejection the pipeline did not see (it counts what begin and submit decide)."""
-        metrics.MESSAGES.labels(CHANNEL, result.outcome.value).inc()
-        return result
+    def _counted(result: Result) -> Result:
+        """Count a rejection the pipeline did not see (it counts what it decides itself)."""
+        return metrics.counted(CHANNEL, result)
 
     async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
         result = await self.pipeline.authenticate(_bearer(request))
@@ -204,7 +203,7 @@ class _Api:
             if result.outcome is not Outcome.TEMPORARY:
                 metrics.AUTH_FAILURES.labels(CHANNEL).inc()
             if submission:
-                self._count(result)
+                self._counted(result)
         return result
 
     async def _read_body(self, request: Request) -> bytes | None:
@@ -249,10 +248,10 @@ class _Api:
         try:
             doc = await _cpu(len(body), compose.decode_body, body)
         except compose.RequestError as exc:
-            return self._count(reject(Outcome.INVALID, str(exc)))
+            return self._counted(reject(Outcome.INVALID, str(exc)))
         send = self._content(doc)
         if isinstance(send, Result):
-            return self._count(send)
+            return self._counted(send)
         txn = self.pipeline.authorize(opened, send.sender.address)  # the sender (3), the pre-flight (5)
         if isinstance(txn, Result):
             return txn
@@ -279,7 +278,7 @@ class _Api:
         body = await self._read_body(request)
         if body is None:
             too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
-            return self._unread(self.reply(self._count(too_large)))
+            return self._unread(self.reply(self._counted(too_large)))
         return self.reply(await self._submit(opened, body, request))
 
     @staticmethod

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from relay.outcomes import Result
 
 MESSAGES = Counter(
     "relay_messages_total", "Submissions by channel and outcome (rejections included)",
@@ -13,5 +18,14 @@ RELAY_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 UPSTREAM_IN_USE = Gauge("relay_upstream_connections_in_use", "Upstream connections carrying a message")
+
+
 AUTH_FAILURES = Counter("relay_auth_failures_total", "Failed AUTH attempts", ["channel"])
 QUEUE_DEPTH = Gauge("relay_queue_depth", "Messages queued over a daily cap, waiting for delivery")
+
+
+def counted(channel: str, result: Result) -> Result:
+    """Count a result in relay_messages_total (each submission once, wherever it was decided)."""
+    MESSAGES.labels(channel, result.outcome.value).inc()
+    return result
+

@@ -117,13 +117,13 @@ class Pipeline:
             opened = await self.store.open_call(principal.key_id, self.limits.calls_per_minute)
         except TRANSIENT_ERRORS:
             log.exception("rate-limit call failed")
-            return self._count(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
+            return metrics.counted(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
                                                retry_after=5))
         if not opened.enabled:
-            return self._count(channel, reject(Outcome.KEY_DISABLED, "this API key is disabled"))
+            return metrics.counted(channel, reject(Outcome.KEY_DISABLED, "this API key is disabled"))
         if opened.retry_after > 0:
             wait = max(1, math.ceil(opened.retry_after))
-            return self._count(channel, reject(
+            return metrics.counted(channel, reject(
                 Outcome.RATE_LIMITED, f"rate limit exceeded, retry in {wait} seconds", retry_after=wait))
         return Opened(principal, opened.credits, channel)
 
@@ -131,14 +131,14 @@ class Pipeline:
         """Step 3 for the sender, and a first pre-flight: is there credit for one recipient at all."""
         channel = opened.channel
         if not is_valid_address(mail_from):
-            return self._count(channel, reject(
+            return metrics.counted(channel, reject(
                 Outcome.INVALID, f"sender address {mail_from!r} is not valid", enhanced="5.1.7"))
         rule = matching_rule(mail_from, opened.principal.senders)
         if rule is None:
-            return self._count(channel, reject(
+            return metrics.counted(channel, reject(
                 Outcome.INVALID, f"sender {mail_from} is not authorized for this account", enhanced="5.7.1"))
         if opened.credits < self.limits.credits_per_recipient:
-            return self._count(channel, reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits"))
+            return metrics.counted(channel, reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits"))
         return Transaction(opened.principal, normalize(mail_from), rule, channel)
 
     async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
@@ -200,7 +200,7 @@ class Pipeline:
         if result is None:
             result = await self._admit_and_relay(txn, message)
         metrics.RELAY_SECONDS.labels(txn.channel).observe(time.monotonic() - started)
-        return self._count(txn.channel, result)
+        return metrics.counted(txn.channel, result)
 
     async def _admit_and_relay(self, txn: Transaction, message: Message) -> Result:
         message_id = uuid.uuid4()
@@ -284,11 +284,6 @@ class Pipeline:
                 await asyncio.sleep(0.2 * (attempt + 1))
         log.error("message %s left for the recovery sweep", message_id)
 
-    # -- bookkeeping ---------------------------------------------------------------------
-
-    def _count(self, channel: str, result: Result) -> Result:
-        metrics.MESSAGES.labels(channel, result.outcome.value).inc()
-        return result
 
 
 async def recover(store: Store, older_than_seconds: float) -> int:

@@ -190,7 +190,7 @@ class Channel:
             return "250 2.1.5 OK (duplicate recipient ignored)"
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
         if problem:
-            return smtp_reply(problem)
+            return smtp_reply(metrics.counted("smtp", problem))
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -344,7 +344,7 @@ class RelaySMTP(SMTP):
                 if key == "SIZE" and value.isdigit():
                     problem = self.channel.pipeline.check_size(int(value))
                     if problem:
-                        await self.push(smtp_reply(problem))
+                        await self.push(smtp_reply(metrics.counted("smtp", problem)))
                         return
         await super().smtp_MAIL(arg)
 
@@ -407,11 +407,13 @@ class RelaySMTP(SMTP):
             data, bare = await self._read_data()
             self._reset_timeout()
             if data is None:
-                result = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
-                assert result is not None
+                too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
+                assert too_large is not None
+                result = metrics.counted("smtp", too_large)
             elif bare:
-                result = Result(Outcome.INVALID, reason="message data contains a bare CR or LF "
-                                "(RFC 5321 2.3.8); send CRLF line endings", enhanced="5.6.11")
+                result = metrics.counted("smtp", Result(
+                    Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
+                    "send CRLF line endings", enhanced="5.6.11"))
             else:
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:

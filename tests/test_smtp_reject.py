@@ -339,3 +339,36 @@ async def test_rotated_key_old_secret_stops_within_the_cache_time(relay) -> None
         await login(relay.port, t.key)
     client = await login(relay.port, keys.format_key(t.key_id, secret))
     client.close()
+
+
+def _smtp_count(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("relay_messages_total", {"channel": "smtp", "outcome": outcome}) or 0.0
+
+
+async def test_rejections_decided_by_the_smtp_channel_are_counted(db_dsn, store, peer) -> None:
+    """SPEC: rejections before the debit are counted in metrics, including those the channel decides."""
+    cfg = relay_config(db_dsn, peer.url, limits={"max_message_bytes": 2000})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant()
+        invalid, too_large = _smtp_count("INVALID"), _smtp_count("TOO_LARGE")
+        raw = await Raw.open(live.port)
+        await raw.auth(t.key)
+        assert (await raw.cmd(f"MAIL FROM:<{t.sender}> SIZE=5000")).startswith("550 5.3.4")
+        await raw.cmd(f"MAIL FROM:<{t.sender}>")
+        assert (await raw.cmd("RCPT TO:<nobody>")).startswith("550 5.1.3")
+        await raw.cmd("RCPT TO:<a@dest.test>")
+        await raw.cmd("DATA")
+        assert (await raw.cmd(b"x" * 3000 + b"\r\n.\r\n")).startswith("550 5.3.4")
+        await raw.cmd(f"MAIL FROM:<{t.sender}>")
+        await raw.cmd("RCPT TO:<a@dest.test>")
+        await raw.cmd("DATA")
+        assert (await raw.cmd(b"From: " + t.sender.encode() + b"\r\n\r\nbare\nLF\r\n.\r\n")).startswith("550 5.6.11")
+        raw.close()
+        assert _smtp_count("TOO_LARGE") - too_large == 2
+        assert _smtp_count("INVALID") - invalid == 2
+        await assert_untouched(live, t, 100)
+    finally:
+        await live.server.stop(grace=1)
