@@ -179,7 +179,7 @@ class RelayServer:
             for conn in list(self.channel.connections):
                 if not conn.in_data:
                     conn.say_goodbye()
-            if not self.channel.connections or time.monotonic() >= deadline:
+            if (not self.channel.connections and not self.channel.sends) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for conn in list(self.channel.connections):

@@ -106,3 +106,22 @@ async def test_concurrent_migrations_on_a_fresh_database(pg) -> None:
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_graceful_stop_waits_for_a_send_whose_client_hung_up(db_dsn, store, peer) -> None:
+    peer.handler.data_delay = 1.0
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    raw = await Raw.open(live.port)
+    await raw.auth(t.key)
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    await raw.cmd("RCPT TO:<a@dest.test>")
+    await raw.cmd("DATA")
+    raw.writer.write(message(t.sender) + b".\r\n")
+    await raw.writer.drain()
+    await asyncio.sleep(0.3)
+    raw.writer.transport.abort()
+    await live.server.stop(grace=5)  # returns only once the send is settled
+    [row] = await store.logs()
+    assert row["status"] == "sent" and len(peer.messages) == 1
+    assert await live.balance(t) == 9

@@ -182,3 +182,26 @@ async def test_size_is_declared_to_an_upstream_that_advertises_it(db_dsn, store)
     finally:
         await live.server.stop(grace=1)
         await sized.stop()
+
+
+async def test_client_hanging_up_during_relay_leaves_no_charge_in_between(relay) -> None:
+    """The client goes away while relay waits for the upstream: the send still runs to its recorded end."""
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.data_delay = 0.5
+    raw = await Raw.open(relay.port)
+    await raw.auth(t.key)
+    await raw.cmd(f"MAIL FROM:<{t.sender}>")
+    await raw.cmd("RCPT TO:<a@dest.test>")
+    await raw.cmd("DATA")
+    raw.writer.write(message(t.sender) + b".\r\n")
+    await raw.writer.drain()
+    await asyncio.sleep(0.2)  # admitted and with the upstream now
+    raw.writer.transport.abort()
+    for _ in range(50):
+        rows = await relay.store.logs()
+        if rows and rows[0]["status"] != "sending":
+            break
+        await asyncio.sleep(0.05)
+    [row] = await relay.store.logs()
+    assert row["status"] == "sent" and row["credits_refunded"] == 0  # finalized, not left for the sweep
+    assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
