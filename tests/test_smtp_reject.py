@@ -372,3 +372,17 @@ async def test_rejections_decided_by_the_smtp_channel_are_counted(db_dsn, store,
         await assert_untouched(live, t, 100)
     finally:
         await live.server.stop(grace=1)
+
+
+async def test_queued_body_that_cannot_be_stored_is_451_and_refunded(relay) -> None:
+    """Over the cap the body must be stored before '250 queued'; if the database refuses it, refund."""
+    t = await relay.tenant(credits=10, daily_cap=0)
+    async with relay.store.pool.acquire() as conn:  # a real refusal from PostgreSQL, not a mock
+        await conn.execute("ALTER TABLE queued_bodies ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test", "b@dest.test"], message(t.sender))
+    assert caught.value.code == 451 and "temporary" in caught.value.message
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert row["status"] == "failed" and row["credits_refunded"] == row["credits_charged"] == 2
+    assert await relay.store.queued() == []
