@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -160,6 +162,24 @@ class LiveRelay:
         balance = await self.store.balance(tenant.account_id)
         assert balance == await self.store.ledger_balance(tenant.account_id)
         return balance
+
+
+@contextlib.asynccontextmanager
+async def database_unreachable(live: LiveRelay, admin_dsn: str) -> AsyncIterator[None]:
+    """The relay's database refuses connections and drops the ones it had, until the block ends."""
+    db = urlsplit(live.cfg.database.url).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        # A dropped connection whose FATAL notice has been read but whose end of stream has not
+        # looks open to the pool for a moment (asyncpg then says "another operation (2) is in
+        # progress"); the checks after the block start from fresh connections.
+        await live.store.pool.expire_connections()
 
 
 def relay_config(db_dsn: str, upstream_url: str, **sections: dict[str, object]) -> Config:

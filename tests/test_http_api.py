@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from email import policy
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.http_api import HTTP_REPLIES, HttpServer, body_limit, build_app, http_reply
 from relay.outcomes import Outcome, Result
-from tests.conftest import relay_config, start_relay
+from tests.conftest import database_unreachable, relay_config, start_relay
 from tests.http_helpers import Api, assert_failure, assert_untouched, body_for, raw_http, serve_api
 
 SMALL = 5000  # limits.max_message_bytes for the size tests
@@ -437,16 +436,9 @@ async def test_upstream_transient_refusal_is_503_with_retry_after_and_refunded(a
 
 async def test_database_unreachable_is_503_temporary_and_nothing_charged(api: Api, pg) -> None:
     t = await api.relay.tenant(credits=10)
-    db = urlsplit(api.relay.cfg.database.url).path.lstrip("/")
-    admin = await asyncpg.connect(pg.admin_dsn)
-    try:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+    async with database_unreachable(api.relay, pg.admin_dsn):
         response = await api.send(t.key, body_for(t))
         ready = await api.get("/readyz")
-    finally:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
-        await admin.close()
     assert_failure(response, 503, "TEMPORARY", "temporary failure, try again later")
     assert int(response.headers["retry-after"]) > 0
     assert_failure(ready, 503, "TEMPORARY")

@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -30,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 
 from relay.http_api import HTTP_REPLIES, body_limit
 from relay.openapi import DOCUMENT
-from tests.conftest import LiveRelay, Tenant, relay_config, start_relay
+from tests.conftest import LiveRelay, Tenant, database_unreachable, relay_config, start_relay
 from tests.http_helpers import body_for, raw_http
 
 SMALL = 5000  # limits.max_message_bytes of the relay that produces 413 from the content
@@ -206,20 +205,6 @@ def _auth(tenant: Tenant | str | None, **headers: str) -> dict[str, str]:
 async def send(http: httpx.AsyncClient, tenant: Tenant | str | None, body: Any, **headers: str) -> httpx.Response:
     """POST /v1/send as a tenant (a raw key, or None: no Authorization)."""
     return await http.post("/v1/send", json=body, headers=_auth(tenant, **headers))
-
-
-@contextlib.asynccontextmanager
-async def database_unreachable(live: LiveRelay, admin_dsn: str) -> AsyncIterator[None]:
-    """The relay's database refuses connections and drops the ones it had."""
-    db = urlsplit(live.cfg.database.url).path.lstrip("/")
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
-        yield
-    finally:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
-        await admin.close()
 
 
 async def _until(condition: Any, what: str) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from urllib.parse import urlsplit
 
 import aiosmtplib
-import asyncpg
 import pytest
 
 from relay.config import LimitsConfig
-from tests.conftest import relay_config, start_relay
+from tests.conftest import database_unreachable, relay_config, start_relay
 from tests.smtp_helpers import Raw, login, message, send
 
 
@@ -272,20 +270,19 @@ async def test_data_over_limit_is_550_and_session_continues(db_dsn, store, peer)
 async def test_database_unreachable_is_451_and_nothing_charged(relay, pg) -> None:
     t = await relay.tenant(credits=10)
     client = await login(relay.port, t.key)
-    db = urlsplit(relay.cfg.database.url).path.lstrip("/")
-    admin = await asyncpg.connect(pg.admin_dsn)
-    try:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+    async with database_unreachable(relay, pg.admin_dsn):
         with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
             await client.sendmail(t.sender, ["a@dest.test"], message(t.sender))
         assert caught.value.code == 451
         assert "asyncpg" not in caught.value.message and "Error" not in caught.value.message
-    finally:
-        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
-        await admin.close()
     client.close()
     await assert_untouched(relay, t, 10)
+    # The relay recovers on its own once the database is back: the next message is sent.
+    client = await login(relay.port, t.key)
+    reply = await client.sendmail(t.sender, ["a@dest.test"], message(t.sender))
+    assert reply[1].startswith("OK: ")
+    await client.quit()
+    assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
 
 
 def test_every_outcome_has_an_smtp_reply() -> None:
