@@ -50,3 +50,40 @@ async def test_rate_window_slides_by_the_second(relay) -> None:
     assert reply.startswith("421")
     assert 29 <= int(reply.split("retry in ")[1].split()[0]) <= 32
     raw.close()
+
+
+async def test_only_the_rate_limit_call_commits_asynchronously(relay) -> None:
+    from relay.store.store import OPEN_CALL_SQL
+
+    t = await relay.tenant(credits=100)
+    async with relay.store.pool.acquire() as conn:
+        await conn.execute("SET synchronous_commit = on")  # the test server itself runs with it off
+        async with conn.transaction():
+            row = await conn.fetchrow(OPEN_CALL_SQL, t.key_id, 60)
+            assert row["enabled"] is True and row["credits"] == 100
+            assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "off"
+        # set_config(..., true) ends with the transaction: the connection's next user commits durably
+        assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "on"
+        await conn.execute("RESET synchronous_commit")
+    # and the call counted: a real row in the rate window
+    counts = await relay.store.pool.fetchval("SELECT counts FROM rate_windows WHERE key_id = $1", t.key_id)
+    assert sum(counts) == 1
+
+
+async def test_ehlo_reply_is_one_write_with_every_line(relay, monkeypatch) -> None:
+    writes: list[bytes] = []
+    push = RelaySMTP.push
+
+    async def counted(self: RelaySMTP, status: str | bytes) -> None:
+        writes.append(status.encode() if isinstance(status, str) else status)
+        await push(self, status)
+
+    monkeypatch.setattr(RelaySMTP, "push", counted)
+    raw = await Raw.open(relay.port)
+    reply = await raw.cmd("EHLO client.test")
+    raw.close()
+    assert len(writes) == 2  # the greeting, then the whole EHLO reply at once
+    lines = reply.split("\r\n")
+    assert lines[-1] == "" and lines[-2] == "250 HELP"
+    assert lines[:-2] == ["250-relay.test", "250-SIZE 10485760", "250-8BITMIME",
+                          "250-AUTH LOGIN PLAIN", "250-PIPELINING"]

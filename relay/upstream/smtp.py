@@ -19,6 +19,7 @@ from relay.upstream.classify import FailureCode, classify, for_connect_failure, 
 
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 _CHECK_IDLE_AFTER = 5.0  # a connection idle longer than this gets a NOOP before reuse
+_JOIN_BELOW = 256 * 1024  # DATA content up to this size goes out with its final dot in one write
 
 
 def _reply(code: int, message: str) -> str:
@@ -68,8 +69,11 @@ class _Client(aiosmtplib.SMTP):
                 if start.code != SMTPStatus.start_input:
                     raise aiosmtplib.SMTPDataError(start.code, start.message)
                 protocol._response_pending = True
-                protocol.write(stuffed)
-                protocol.write(b".\r\n")
+                if len(stuffed) <= _JOIN_BELOW:
+                    protocol.write(stuffed + b".\r\n")  # one syscall; the copy is cheap at this size
+                else:
+                    protocol.write(stuffed)
+                    protocol.write(b".\r\n")
                 response = await protocol.read_response(timeout=timeout)
                 if response.code != SMTPStatus.completed:
                     raise aiosmtplib.SMTPDataError(response.code, response.message)
