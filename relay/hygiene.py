@@ -8,6 +8,7 @@ from datetime import datetime
 from email import errors, policy
 from email.headerregistry import Address
 from email.utils import format_datetime
+from typing import Any
 
 _CRLF = b"\r\n"
 _BLANK_LINE = b"\r\n\r\n"
@@ -180,15 +181,16 @@ def _header_line(name: str, value: str, argument: str) -> bytes:
     return f"{name}: {value}".encode("ascii") + _CRLF
 
 
-def prepare_for_relay(
-    data: bytes,
+def relay_header_block(
+    data: bytes | bytearray,
     *,
     received: str,
     message_id: str,
     date: str,
     remove: tuple[str, ...] = ("bcc", "idempotency-key"),
-) -> bytes:
-    """Message bytes to relay: Received: on top, Message-ID/Date when missing, headers removed."""
+) -> tuple[bytes, int]:
+    """The header block to relay (Received: on top, Message-ID/Date when missing, headers removed,
+    ending in the blank line) and the offset in data where the body starts."""
     received_line = _header_line("Received", received, "received")
     message_id_line = _header_line("Message-ID", message_id, "message_id")
     date_line = _header_line("Date", date, "date")
@@ -215,9 +217,28 @@ def prepare_for_relay(
     if add_date:
         parts.append(date_line)
     parts.append(_CRLF)
-    # A memoryview slice shares the input buffer, so the join below is the body's only copy.
-    parts.append(memoryview(data)[body_start:])
-    return b"".join(parts)
+    return b"".join(parts), body_start
+
+
+def prepare_for_relay(data: bytes | bytearray, **headers: Any) -> bytes:
+    """Message bytes to relay: data with relay_header_block's header block (same keywords)."""
+    header, body_start = relay_header_block(data, **headers)
+    # A memoryview slice shares the input buffer, so the join is the body's only copy.
+    return b"".join((header, memoryview(data)[body_start:]))
+
+
+def prepare_for_relay_in_place(data: bytearray, start: int = 0, **headers: Any) -> bytearray:
+    """prepare_for_relay for the message in data[start:], done in data itself: the first start
+    bytes and the header block are replaced by the new header block; the body is not copied.
+
+    For large messages this saves a second copy of the whole message while it is relayed
+    (a front slice that grows reallocates in place; a front deletion would make it copy).
+    """
+    blank = data.find(_BLANK_LINE, start)
+    head = bytes(data[start:] if blank < 0 else data[start:blank + 4])  # all the parser looks at
+    header, body_start = relay_header_block(head, **headers)
+    data[:start + body_start] = header
+    return data
 
 
 def _sanitize_helo(helo: str | None) -> str:

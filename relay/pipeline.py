@@ -55,7 +55,7 @@ class Message:
 
     recipients: tuple[str, ...]
     from_addresses: tuple[str, ...]
-    data: bytes
+    data: bytes | bytearray  # SMTP hands over its receive buffer, prepared in place
     has_body: bool
     size: int  # what the size limit is checked against (SPEC: SMTP data; API html + text)
     idempotency_key: str | None = None

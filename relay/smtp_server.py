@@ -362,8 +362,12 @@ class RelaySMTP(SMTP):
 
     # DATA: read in bulk, strict CRLF.CRLF, limit enforced while reading -----------------------
 
-    async def _read_data(self) -> tuple[bytes | bytearray | None, bool]:
-        """(data dot-unstuffed, or None when over the limit; saw a bare CR or LF)."""
+    async def _read_data(self) -> tuple[bytearray | None, bool]:
+        """(CRLF + data dot-unstuffed, or None when over the limit; saw a bare CR or LF).
+
+        The message is data[2:]: the DATA line's CRLF stays in front, where the in-place header
+        edit overwrites it (deleting it would make that edit copy the whole buffer).
+        """
         limit = self.data_size_limit or self.channel.max_message_bytes
         reader = self._reader
         # the CRLF that ended the DATA line: lets a first line of "." end an empty message
@@ -391,11 +395,10 @@ class RelaySMTP(SMTP):
             return None, False
         del buf[end + 2:]
         # unstuff (the leading CRLF lets a dot on the first line unstuff too), copying only when a
-        # line does start with a dot; then drop that CRLF in place (cheap at a bytearray's front)
+        # line does start with a dot
         data = buf.replace(b"\r\n.", b"\r\n") if buf.find(b"\r\n.") >= 0 else buf
         del buf
-        del data[:2]
-        crlf = data.count(b"\r\n")
+        crlf = data.count(b"\r\n")  # the leading CRLF counts in all three: no effect on the test
         bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
         return data, bare
 
@@ -444,30 +447,38 @@ class RelaySMTP(SMTP):
         if self.channel.draining:
             self.say_goodbye()
 
-    def _message(self, data: bytes) -> Message:
-        """Parse the header facts and add the trace and missing headers."""
+    def _message(self, data: bytearray) -> Message:
+        """Parse the header facts and add the trace and missing headers, in data itself.
+
+        data is _read_data's buffer: the message is data[2:].
+        """
         assert self.envelope is not None and self.session is not None
-        facts = hygiene.read_header_facts(data)
+        blank = data.find(b"\r\n\r\n", 2)
+        facts = hygiene.read_header_facts(bytes(data[2:] if blank < 0 else data[2:blank + 4]))
+        fingerprint = None
+        if facts.idempotency_key is not None:
+            # the payload as the client sent it: envelope and data, before our own header additions
+            digest = hashlib.sha256(self.envelope.mail_from.lower().encode() + b"\0")
+            digest.update(",".join(sorted(r.lower() for r in self.envelope.rcpt_tos)).encode() + b"\0")
+            with memoryview(data) as view:
+                digest.update(view[2:])
+            fingerprint = digest.digest()
+        size = len(data) - 2
+        has_body = not data.isspace()  # the leading CRLF is space: an empty message has no body
         now = datetime.now(UTC)
         tls = self._tls_protocol is not None or self.implicit_tls
         received = hygiene.format_received(
             helo=self.session.host_name, peer_ip=self.peer_ip, hostname=self.hostname,
             protocol="ESMTPSA" if tls else "ESMTPA", queue_id=uuid.uuid4().hex[:16], when=now,
         )
-        prepared = hygiene.prepare_for_relay(
-            data, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
+        # in place: a 10 MB message is held once while it is relayed, not twice
+        prepared = hygiene.prepare_for_relay_in_place(
+            data, 2, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             date=email.utils.format_datetime(now),
         )
-        fingerprint = None
-        if facts.idempotency_key is not None:
-            # the payload as the client sent it: envelope and data, before our own header additions
-            digest = hashlib.sha256(self.envelope.mail_from.lower().encode() + b"\0")
-            digest.update(",".join(sorted(r.lower() for r in self.envelope.rcpt_tos)).encode() + b"\0")
-            digest.update(data)
-            fingerprint = digest.digest()
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
-            data=prepared, has_body=bool(data) and not data.isspace(), size=len(data),
+            data=prepared, has_body=has_body, size=size,
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
         )

@@ -14,6 +14,7 @@ from relay.hygiene import (
     HeaderFacts,
     format_received,
     prepare_for_relay,
+    prepare_for_relay_in_place,
     read_header_facts,
     split_message,
 )
@@ -35,7 +36,14 @@ def msg(*header_lines: bytes, body: bytes = b"Hello.\r\n") -> bytes:
 
 
 def prepare(data: bytes, **kwargs: tuple[str, ...]) -> bytes:
-    return prepare_for_relay(data, received=RECEIVED, message_id=MSGID, date=DATE, **kwargs)
+    """prepare_for_relay's output, after checking the in-place variant (SMTP's) makes the same."""
+    out = prepare_for_relay(data, received=RECEIVED, message_id=MSGID, date=DATE, **kwargs)
+    for lead in (b"", b"\r\n", b"xyz"):  # SMTP's receive buffer starts with the DATA line's CRLF
+        buffer = bytearray(lead + data)
+        assert prepare_for_relay_in_place(buffer, len(lead), received=RECEIVED, message_id=MSGID,
+                                          date=DATE, **kwargs) is buffer
+        assert buffer == out
+    return out
 
 
 def header_lines(out: bytes) -> list[bytes]:
@@ -491,13 +499,29 @@ def test_prepare_copies_a_large_body_only_once() -> None:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        out = prepare(data)
+        out = prepare_for_relay(data, received=RECEIVED, message_id=MSGID, date=DATE)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert out.endswith(body)
     # The output itself is one body-sized allocation; a second copy would double the peak.
     assert peak < 1.5 * len(body)
+
+
+def test_prepare_in_place_copies_no_body() -> None:
+    body = b"x" * (10 * 1024 * 1024) + b"\r\n"
+    tracemalloc.start()
+    try:
+        data = bytearray(b"\r\n" + msg(b"Subject: s", b"Bcc: hidden@example.com", body=body))
+        tracemalloc.reset_peak()
+        out = prepare_for_relay_in_place(data, 2, received=RECEIVED, message_id=MSGID, date=DATE)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out is data and out.endswith(body) and out.startswith(RECEIVED_LINE)
+    assert b"hidden@" not in out[:200]
+    # the buffer itself, grown for the longer header; a copy of the body would double the peak
+    assert peak < 1.3 * len(body)
 
 
 def test_read_header_facts_does_not_copy_the_body() -> None:

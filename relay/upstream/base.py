@@ -29,7 +29,7 @@ class Delivery:
 class Upstream(Protocol):
     """A place accepted mail is handed to."""
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False) -> Delivery:
         """Hand over one message; the result says what happened, errors included.
 

@@ -24,14 +24,14 @@ class MaildirUpstream:
         """Writes in progress."""
         return self._busy
 
-    def _write(self, mail_from: str, recipients: Sequence[str], data: bytes) -> str:
+    def _write(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray) -> str:
         # Return-Path and X-Original-To keep the envelope (Bcc recipients included) visible
         envelope = (
             f"Return-Path: <{mail_from}>\r\nX-Original-To: {', '.join(recipients)}\r\n"
         ).encode()
         return self._box.add(envelope + data)
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False) -> Delivery:
         """Write the message; a full disk or similar is a transient failure."""
         self._busy += 1

@@ -30,22 +30,23 @@ def _verdict(code: int) -> Verdict:
     return Verdict.PERMANENT if 500 <= code < 600 else Verdict.TRANSIENT
 
 
-def _dot_stuffed(data: bytes, verified: bool = False) -> bytes | None:
+def _dot_stuffed(data: bytes | bytearray, verified: bool = False) -> bytes | bytearray | None:
     """DATA content for clean CRLF data without aiosmtplib's two regex passes; None if not clean.
 
-    bytes.replace returns the same object when no line starts with a dot, so the usual
-    message is sent without a copy.
+    The usual message, where no line starts with a dot, is sent as it is, without a copy.
     """
     if not verified:
         # a bare CR or LF sent as is could end the message early at a lenient upstream
         crlf = data.count(b"\r\n")
         if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
             return None
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    stuffed = data
+    if data.find(b"\r\n.") >= 0:
+        stuffed = data.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     if stuffed and not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
+        stuffed = stuffed + b"\r\n"  # never +=: that would change the caller's bytearray
     return stuffed
 
 
@@ -53,7 +54,7 @@ class _Client(aiosmtplib.SMTP):
     """aiosmtplib's client with a DATA step that neither regex-normalizes nor copies clean data."""
 
     async def data(self, message: Any, /, *, timeout: Any = Default.token, verified: bool = False) -> SMTPResponse:
-        stuffed = _dot_stuffed(message, verified) if isinstance(message, bytes) else None
+        stuffed = _dot_stuffed(message, verified) if isinstance(message, (bytes, bytearray)) else None
         protocol = self.protocol
         # the fast path leans on aiosmtplib internals (pinned <5.2): anything unexpected falls back
         if stuffed is None or protocol is None or getattr(protocol, "_command_lock", None) is None:
@@ -83,7 +84,7 @@ class _Client(aiosmtplib.SMTP):
             raise
 
 
-async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str], data: bytes,
+async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str], data: bytes | bytearray,
                        verified: bool) -> tuple[dict[str, SMTPResponse], str]:
     """MAIL, RCPT..., DATA like aiosmtplib's sendmail, minus its regex pass over the whole message
     to compute SIZE (our data is CRLF-clean, so SIZE is its length); RSET after a refusal."""
@@ -189,7 +190,7 @@ class SmtpUpstream:
         conn.last_used = time.monotonic()
         self._idle.append(conn)
 
-    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes, *,
+    async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False) -> Delivery:
         """One relay attempt within the total deadline; any failure is a Delivery, never a raise."""
         async with self._slots:
@@ -203,7 +204,8 @@ class SmtpUpstream:
             finally:
                 self._busy -= 1
 
-    async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes, verified: bool) -> Delivery:
+    async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray,
+                       verified: bool) -> Delivery:
         try:
             conn = await self._checkout()
         except aiosmtplib.SMTPAuthenticationError as exc:
