@@ -61,6 +61,7 @@ class Message:
     idempotency_key: str | None = None
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
     crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
+    dot_free: bool = False  # the channel checked that no line of data starts with a dot
 
 
 class Pipeline:
@@ -236,7 +237,8 @@ class Pipeline:
             return await self._queue(message_id, txn, message, cost)
         try:
             delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
-                                                   crlf_verified=message.crlf_verified)
+                                                   crlf_verified=message.crlf_verified,
+                                                   dot_free=message.dot_free)
         except Exception:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
             log.exception("delivery of %s raised", mid)

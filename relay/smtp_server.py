@@ -362,8 +362,9 @@ class RelaySMTP(SMTP):
 
     # DATA: read in bulk, strict CRLF.CRLF, limit enforced while reading -----------------------
 
-    async def _read_data(self) -> tuple[bytearray | None, bool]:
-        """(CRLF + data dot-unstuffed, or None when over the limit; saw a bare CR or LF).
+    async def _read_data(self) -> tuple[bytearray | None, bool, bool]:
+        """(CRLF + data dot-unstuffed, or None when over the limit; saw a bare CR or LF; some
+        line started with a dot).
 
         The message is data[2:]: the DATA line's CRLF stays in front, where the in-place header
         edit overwrites it (deleting it would make that edit copy the whole buffer).
@@ -374,15 +375,26 @@ class RelaySMTP(SMTP):
         buf = bytearray(b"\r\n")
         search_from = 0
         dropped = 0
+        dotted = False
+        # One search per chunk finds both the end marker and dot-stuffed lines: every line that
+        # starts with a dot is a CRLF "." in buf, and the usual message has none at all.
         while True:
-            end = buf.find(b"\r\n.\r\n", search_from)
-            if end >= 0:
-                break
+            at = buf.find(b"\r\n.", search_from)
+            if at >= 0 and at + 5 <= len(buf):
+                if buf[at + 3:at + 5] == b"\r\n":
+                    end = at
+                    break
+                dotted = True
+                search_from = at + 3
+                continue
+            # undecided until more arrives: a CRLF "." whose next two bytes are missing, or one
+            # that may straddle the next chunk
+            search_from = at if at >= 0 else max(search_from, len(buf) - 2)
             if len(buf) + dropped > limit + 5:
                 # over the limit: keep reading to the end marker, but stop keeping the data
-                dropped += len(buf) - 4
-                del buf[:-4]
-            search_from = max(0, len(buf) - 4)
+                dropped += search_from
+                del buf[:search_from]
+                search_from = 0
             chunk = await reader.read(1 << 18)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
@@ -392,15 +404,15 @@ class RelaySMTP(SMTP):
         if leftover:  # pipelined commands after the end marker go back to the command reader
             reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
         if dropped or end > limit:
-            return None, False
+            return None, False, dotted
         del buf[end + 2:]
         # unstuff (the leading CRLF lets a dot on the first line unstuff too), copying only when a
         # line does start with a dot
-        data = buf.replace(b"\r\n.", b"\r\n") if buf.find(b"\r\n.") >= 0 else buf
+        data = buf.replace(b"\r\n.", b"\r\n") if dotted else buf
         del buf
         crlf = data.count(b"\r\n")  # the leading CRLF counts in all three: no effect on the test
         bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
-        return data, bare
+        return data, bare, dotted
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read, check, prepare, submit through the pipeline, answer from the table."""
@@ -419,7 +431,7 @@ class RelaySMTP(SMTP):
         self.in_data = True
         try:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            data, bare = await self._read_data()
+            data, bare, dotted = await self._read_data()
             self._reset_timeout()
             if data is None:
                 too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
@@ -433,7 +445,7 @@ class RelaySMTP(SMTP):
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:
                     self._timeout_handle.cancel()
-                message = self._message(data)
+                message = self._message(data, dot_free=not dotted)
                 del data  # only the prepared copy stays alive while relaying
                 # aiosmtpd cancels this coroutine when the client hangs up: once a send may be
                 # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
@@ -447,7 +459,7 @@ class RelaySMTP(SMTP):
         if self.channel.draining:
             self.say_goodbye()
 
-    def _message(self, data: bytearray) -> Message:
+    def _message(self, data: bytearray, *, dot_free: bool) -> Message:
         """Parse the header facts and add the trace and missing headers, in data itself.
 
         data is _read_data's buffer: the message is data[2:].
@@ -481,6 +493,7 @@ class RelaySMTP(SMTP):
             data=prepared, has_body=has_body, size=size,
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
+            dot_free=dot_free,  # and no added header line starts with a dot
         )
 
 

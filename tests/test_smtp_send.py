@@ -8,6 +8,7 @@ import uuid
 from email.message import EmailMessage
 
 import aiosmtplib
+import pytest
 
 from tests.smtp_helpers import Raw, login, message, send
 
@@ -205,3 +206,29 @@ async def test_client_hanging_up_during_relay_leaves_no_charge_in_between(relay)
     [row] = await relay.store.logs()
     assert row["status"] == "sent" and row["credits_refunded"] == 0  # finalized, not left for the sweep
     assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
+
+
+@pytest.mark.parametrize("dots", [True, False])
+async def test_data_arriving_a_byte_at_a_time_ends_and_unstuffs_exactly(relay, dots: bool) -> None:
+    """Every chunk boundary falls somewhere in an end marker or a dot-stuffed line once."""
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    assert (await raw.auth(t.key)).startswith("235")
+    assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+    lines = ["..a", "b", "..", ".\t", "c."] if dots else ["a", "b.", "c"]
+    wire = (f"From: {t.sender}\r\nSubject: s\r\n\r\n" + "".join(f"{x}\r\n" for x in lines)).encode()
+    for i in range(len(wire)):
+        raw.writer.write(wire[i:i + 1])
+        await raw.writer.drain()
+        await asyncio.sleep(0.001)  # the relay reads each byte on its own, mostly
+    for byte in b".\r\nNOOP\r\n":
+        raw.writer.write(bytes([byte]))
+        await asyncio.sleep(0.001)
+    assert (await raw.reply()).startswith("250 OK: ")
+    assert (await raw.reply()).startswith("250")  # the NOOP after the end marker is still a command
+    raw.close()
+    [received] = relay.peer.messages
+    unstuffed = [x[1:] if x.startswith(".") else x for x in lines]
+    assert received.data.endswith(b"\r\n\r\n" + "".join(f"{x}\r\n" for x in unstuffed).encode())

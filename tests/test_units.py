@@ -102,3 +102,11 @@ def test_upstream_dot_stuffing_and_line_ending_check() -> None:
         assert _dot_stuffed(smuggle) is None
     # data a channel verified is trusted (the SMTP channel refuses bare CR/LF before this point)
     assert _dot_stuffed(b"a\r\n.b\r\n", verified=True) == b"a\r\n..b\r\n"
+
+
+def test_dot_free_data_is_sent_as_it_is() -> None:
+    from relay.upstream.smtp import _dot_stuffed
+
+    data = bytearray(b"Subject: x\r\n\r\nbody\r\n")
+    assert _dot_stuffed(data, verified=True, dot_free=True) is data
+    assert _dot_stuffed(b"a\r\n.b\r\n", verified=True, dot_free=False) == b"a\r\n..b\r\n"

@@ -30,10 +30,12 @@ def _verdict(code: int) -> Verdict:
     return Verdict.PERMANENT if 500 <= code < 600 else Verdict.TRANSIENT
 
 
-def _dot_stuffed(data: bytes | bytearray, verified: bool = False) -> bytes | bytearray | None:
+def _dot_stuffed(data: bytes | bytearray, verified: bool = False,
+                 dot_free: bool = False) -> bytes | bytearray | None:
     """DATA content for clean CRLF data without aiosmtplib's two regex passes; None if not clean.
 
-    The usual message, where no line starts with a dot, is sent as it is, without a copy.
+    The usual message, where no line starts with a dot, is sent as it is, without a copy;
+    dot_free (the caller looked already) spares the search for such lines.
     """
     if not verified:
         # a bare CR or LF sent as is could end the message early at a lenient upstream
@@ -41,7 +43,7 @@ def _dot_stuffed(data: bytes | bytearray, verified: bool = False) -> bytes | byt
         if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
             return None
     stuffed = data
-    if data.find(b"\r\n.") >= 0:
+    if not dot_free and data.find(b"\r\n.") >= 0:
         stuffed = data.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
@@ -53,8 +55,10 @@ def _dot_stuffed(data: bytes | bytearray, verified: bool = False) -> bytes | byt
 class _Client(aiosmtplib.SMTP):
     """aiosmtplib's client with a DATA step that neither regex-normalizes nor copies clean data."""
 
-    async def data(self, message: Any, /, *, timeout: Any = Default.token, verified: bool = False) -> SMTPResponse:
-        stuffed = _dot_stuffed(message, verified) if isinstance(message, (bytes, bytearray)) else None
+    async def data(self, message: Any, /, *, timeout: Any = Default.token, verified: bool = False,
+                   dot_free: bool = False) -> SMTPResponse:
+        stuffed = (_dot_stuffed(message, verified, dot_free) if isinstance(message, (bytes, bytearray))
+                   else None)
         protocol = self.protocol
         # the fast path leans on aiosmtplib internals (pinned <5.2): anything unexpected falls back
         if stuffed is None or protocol is None or getattr(protocol, "_command_lock", None) is None:
@@ -85,7 +89,7 @@ class _Client(aiosmtplib.SMTP):
 
 
 async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str], data: bytes | bytearray,
-                       verified: bool) -> tuple[dict[str, SMTPResponse], str]:
+                       verified: bool, dot_free: bool = False) -> tuple[dict[str, SMTPResponse], str]:
     """MAIL, RCPT..., DATA like aiosmtplib's sendmail, minus its regex pass over the whole message
     to compute SIZE (our data is CRLF-clean, so SIZE is its length); RSET after a refusal."""
     try:
@@ -103,7 +107,7 @@ async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str
                 refusals.append(exc)
         if len(refusals) == len(recipients):
             raise aiosmtplib.SMTPRecipientsRefused(refusals)
-        response = await client.data(data, verified=verified)
+        response = await client.data(data, verified=verified, dot_free=dot_free)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.rset()
@@ -191,13 +195,14 @@ class SmtpUpstream:
         self._idle.append(conn)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False) -> Delivery:
+                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
         """One relay attempt within the total deadline; any failure is a Delivery, never a raise."""
         async with self._slots:
             self._busy += 1
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._attempt(mail_from, recipients, data, crlf_verified)
+                    return await self._attempt(mail_from, recipients, data, crlf_verified,
+                                               crlf_verified and dot_free)
             except TimeoutError:
                 return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
                                 int(for_timeout()))
@@ -205,7 +210,7 @@ class SmtpUpstream:
                 self._busy -= 1
 
     async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray,
-                       verified: bool) -> Delivery:
+                       verified: bool, dot_free: bool) -> Delivery:
         try:
             conn = await self._checkout()
         except aiosmtplib.SMTPAuthenticationError as exc:
@@ -218,7 +223,8 @@ class SmtpUpstream:
             return Delivery(Verdict.TRANSIENT, f"cannot connect to upstream {self.host}:{self.port}: {exc}",
                             int(for_connect_failure()))
         try:
-            errors, message = await _transaction(conn.client, mail_from, recipients, data, verified)
+            errors, message = await _transaction(conn.client, mail_from, recipients, data, verified,
+                                                   dot_free)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._checkin(conn)
             codes = [r.code for r in exc.recipients]
