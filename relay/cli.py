@@ -212,8 +212,10 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 async def cmd_serve(cfg: Config, args: argparse.Namespace) -> None:
     """Run the production server from the config."""
+    from relay import malloc
     from relay.server import RelayServer, serve_until_signalled
 
+    malloc.tune()
     async with database(cfg) as store:
         await serve_until_signalled(RelayServer(cfg, store, key_secret(cfg)))
 
@@ -255,8 +257,10 @@ async def _dev_demo(store: Store, secret_key: bytes, keep_key: bool) -> tuple[st
 
 async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     """Everything local: embedded PostgreSQL, Maildir upstream, demo account and key."""
+    from relay import malloc
     from relay.server import RelayServer, serve_until_signalled
 
+    malloc.tune()
     cfg = dev_config(cfg, args.data_dir)
     secret_key = key_secret(cfg)
     async with database(cfg) as store:
