@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from relay.store.batch import Batcher
+
 
 class StoreError(Exception):
     """A request the data does not allow (unknown account, duplicate name...), worded for the user."""
@@ -134,6 +136,18 @@ OPEN_CALL_SQL = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """The arguments of one relay_finalize call."""
+
+    message_id: uuid.UUID
+    status: str
+    refund: int
+    reply: str | None
+    failure_code: int | None
+    retryable: bool
+
+
 async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
@@ -147,6 +161,8 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # concurrent sends finalize together: one statement and one commit for the lot
+        self.finalizer: Batcher[_Final, bool] = Batcher(self._finalize_one, self._finalize_many)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
@@ -336,11 +352,27 @@ class Store:
         """Record the fate of a message and refund (at most once); False if it was already final.
 
         retryable: the failure was transient, so the message's idempotency key is released.
+        Calls made while another is in flight are batched into one transaction (store/batch.py).
         """
+        return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable))
+
+    async def _finalize_one(self, f: _Final) -> bool:
         return bool(await self.pool.fetchval(
             "SELECT relay_finalize($1, $2, $3, $4, $5, $6)",
-            message_id, status, refund, upstream_reply, failure_code, retryable,
+            f.message_id, f.status, f.refund, f.reply, f.failure_code, f.retryable,
         ))
+
+    async def _finalize_many(self, batch: Sequence[_Final]) -> list[bool]:
+        # relay_finalize once per row, in the given order, in one statement's transaction
+        results = await self.pool.fetchval(
+            "SELECT array_agg(relay_finalize(u.id, u.status, u.refund, u.reply, u.code, u.retryable)"
+            "                 ORDER BY u.n) "
+            "FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::boolean[])"
+            "     WITH ORDINALITY AS u(id, status, refund, reply, code, retryable, n)",
+            [f.message_id for f in batch], [f.status for f in batch], [f.refund for f in batch],
+            [f.reply for f in batch], [f.failure_code for f in batch], [f.retryable for f in batch],
+        )
+        return [bool(r) for r in results]
 
     async def stranded(self, older_than_seconds: float) -> list[asyncpg.Record]:
         """Rows a crash left between admit and finalize: 'sending' too long, or queued without a body."""

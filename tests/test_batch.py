@@ -1,0 +1,132 @@
+"""Natural batching of store calls: the Batcher alone, then concurrent finalizes on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+
+from relay.store.batch import Batcher
+
+
+class Recorder:
+    """one/many callables that record how they were called; items named 'bad' fail."""
+
+    def __init__(self, delay: float = 0.01) -> None:
+        self.calls: list[list[str]] = []
+        self.delay = delay
+
+    async def one(self, item: str) -> str:
+        self.calls.append([item])
+        await asyncio.sleep(self.delay)
+        if item == "bad":
+            raise ValueError("bad item")
+        return item.upper()
+
+    async def many(self, items: Sequence[str]) -> list[str]:
+        self.calls.append(list(items))
+        await asyncio.sleep(self.delay)
+        if "bad" in items:
+            raise ValueError("a bad item spoils the batch")
+        return [i.upper() for i in items]
+
+
+async def test_a_lone_call_runs_alone_at_once() -> None:
+    r = Recorder()
+    batcher = Batcher(r.one, r.many)
+    assert await batcher("a") == "A"
+    assert await batcher("b") == "B"
+    assert r.calls == [["a"], ["b"]] and batcher.round_trips == 2
+
+
+async def test_calls_arriving_meanwhile_share_the_next_round_trip_in_order() -> None:
+    r = Recorder()
+    batcher = Batcher(r.one, r.many)
+    results = await asyncio.gather(*(batcher(x) for x in "abcde"))
+    assert results == ["A", "B", "C", "D", "E"]
+    assert r.calls == [["a", "b", "c", "d", "e"]]
+    first = asyncio.create_task(batcher("f"))
+    await asyncio.sleep(0.001)  # f's round trip is in flight
+    assert await asyncio.gather(*(batcher(x) for x in "ghi")) == ["G", "H", "I"]
+    assert await first == "F"
+    assert r.calls[1:] == [["f"], ["g", "h", "i"]]  # f ran at once; the rest waited for it
+
+
+async def test_batches_are_bounded() -> None:
+    r = Recorder()
+    batcher = Batcher(r.one, r.many, max_batch=2)
+    await asyncio.gather(*(batcher(x) for x in "abcde"))
+    assert r.calls == [["a", "b"], ["c", "d"], ["e"]]
+
+
+async def test_a_failing_batch_runs_its_items_alone_and_only_the_bad_one_fails() -> None:
+    r = Recorder()
+    batcher = Batcher(r.one, r.many)
+    results = await asyncio.gather(*(batcher(x) for x in ["a", "b", "bad", "c"]), return_exceptions=True)
+    assert results[:2] == ["A", "B"] and results[3] == "C"
+    assert isinstance(results[2], ValueError) and str(results[2]) == "bad item"
+    assert r.calls == [["a", "b", "bad", "c"], ["a"], ["b"], ["bad"], ["c"]]
+
+
+async def test_a_caller_that_gives_up_strands_nobody_and_its_item_still_runs() -> None:
+    r = Recorder(delay=0.05)
+    batcher = Batcher(r.one, r.many)
+    first = asyncio.create_task(batcher("a"))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(batcher(x)) for x in "bc"]
+    await asyncio.sleep(0.01)
+    first.cancel()  # gives up while its round trip is in flight
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.gather(*others) == ["B", "C"]
+    assert r.calls == [["a"], ["b", "c"]]
+
+
+# -- on the database -------------------------------------------------------------------------------
+
+
+async def _admitted(relay, tenant, n: int) -> list[uuid.UUID]:
+    ids = []
+    for _ in range(n):
+        mid = uuid.uuid4()
+        admission = await relay.store.admit(mid, "smtp", tenant.key_id, tenant.account_id, tenant.sender,
+                                            1, 100, 1, 1000)
+        assert admission.status == "sending"
+        ids.append(mid)
+    return ids
+
+
+async def test_concurrent_finalizes_commit_together_with_the_same_effects(relay) -> None:
+    t = await relay.tenant(credits=20)
+    ids = await _admitted(relay, t, 12)
+    assert await relay.balance(t) == 8
+    before = relay.store.finalizer.round_trips
+    outcomes = [("sent", 0), ("failed", 1)] * 6
+    results = await asyncio.gather(*(relay.store.finalize(mid, status, refund, "250 ok", None)
+                                     for mid, (status, refund) in zip(ids, outcomes, strict=True)))
+    assert results == [True] * 12
+    assert relay.store.finalizer.round_trips - before < 12  # batched
+    rows = {r["id"]: r for r in await relay.store.pool.fetch(
+        "SELECT id, status, credits_refunded FROM messages WHERE id = ANY($1)", ids)}
+    assert [(rows[m]["status"], rows[m]["credits_refunded"]) for m in ids] == outcomes
+    assert await relay.balance(t) == 14  # six refunds, and the ledger agrees (relay.balance checks)
+    # already final: a second finalize of each changes nothing, batched or not
+    again = await asyncio.gather(*(relay.store.finalize(mid, "failed", 1, "x", None) for mid in ids))
+    assert again == [False] * 12 and await relay.balance(t) == 14
+
+
+async def test_one_bad_finalize_does_not_fail_the_others_in_its_batch(relay) -> None:
+    t = await relay.tenant(credits=10)
+    ids = await _admitted(relay, t, 4)
+    # "bogus" violates the status CHECK
+    calls = [relay.store.finalize(mid, "bogus" if i == 2 else "sent", 0, "250 ok", None)
+             for i, mid in enumerate(ids)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] is True and results[1] is True and results[3] is True
+    assert isinstance(results[2], asyncpg.CheckViolationError)
+    statuses = [await relay.store.pool.fetchval("SELECT status FROM messages WHERE id = $1", m) for m in ids]
+    assert statuses == ["sent", "sent", "sending", "sent"]
+    assert await relay.balance(t) == 6
