@@ -5,7 +5,8 @@ Sets up what it needs: Postfix, libsasl2-modules and sasl2-bin from the distribu
 a private Postfix instance in a temporary folder (its own config, queue and SASL database; SASL AUTH
 PLAIN/LOGIN via Cyrus sasldb, queueing to disk, relaying everything to smtp-sink), Postfix's
 smtp-sink as the upstream of both Postfix and relay, an embedded PostgreSQL with a bench account
-whose rate limit, daily cap and credits do not interfere, `relay serve`, and a bare aiosmtpd 1.4.6
+whose rate limit, daily cap and credits do not interfere, `relay serve` (its per-connection command
+limit raised so that it does not interfere either), and a bare aiosmtpd 1.4.6
 server (bench/smtp_bench.py's). Then it runs the matrix, alternating targets within each round:
 
   * 2 KB messages, N concurrent authenticated clients (aiosmtplib, bench/smtp_bench.py's load
@@ -355,6 +356,8 @@ def main() -> None:
         pool = max(args.clients, args.large_clients)
         env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=smtp_bench.KEY_SECRET,
                    RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
+                   # like the bench key's rate limit: must not interfere (1000 MAIL per connection)
+                   RELAY_SMTP_MAX_COMMANDS="10000000",
                    RELAY_SMTP_HOSTNAME="relay.bench", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
                    RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}", RELAY_UPSTREAM_POOL_SIZE=str(pool),
                    RELAY_DATABASE_POOL_SIZE=str(pool + 2), RELAY_SERVER_DATA_DIR=str(folder))
