@@ -262,7 +262,7 @@ class _Api:
                           has_body=send.has_body, size=send.size, idempotency_key=key,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away
-        return await asyncio.shield(self.pipeline.submit(txn, message))
+        return await self.pipeline.submit_detached(txn, message)
 
     # routes ----------------------------------------------------------------------------------
 

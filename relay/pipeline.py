@@ -75,6 +75,7 @@ class Pipeline:
         self.key_secret = key_secret
         self.key_cache_seconds = key_cache_seconds
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
 
     async def _principal(self, key_id: str) -> Principal | None:
         """A key's lookup, reused for key_cache_seconds (relay_open re-checks 'enabled' on every call)."""
@@ -193,6 +194,14 @@ class Pipeline:
         return None
 
     # -- steps 3-8 -----------------------------------------------------------------------
+
+    async def submit_detached(self, txn: Transaction, message: Message) -> Result:
+        """submit, run to its recorded end even when the caller is cancelled (a client that hangs
+        up after its send may be admitted); tracked in in_flight so shutdown can wait for it."""
+        task = asyncio.ensure_future(self.submit(txn, message))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return await asyncio.shield(task)
 
     async def submit(self, txn: Transaction, message: Message) -> Result:
         """Validate, size, pre-flight, debit, cap, relay, finalize; the Result says what happened."""

@@ -179,7 +179,8 @@ class RelayServer:
             for conn in list(self.channel.connections):
                 if not conn.in_data:
                     conn.say_goodbye()
-            if (not self.channel.connections and not self.channel.sends) or time.monotonic() >= deadline:
+            idle = not self.channel.connections and not self.pipeline.in_flight
+            if idle or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for conn in list(self.channel.connections):

@@ -154,15 +154,7 @@ class Channel:
         self.max_message_bytes = max_message_bytes
         self.throttle = throttle
         self.connections: set[RelaySMTP] = set()
-        self.sends: set[asyncio.Future[Result]] = set()  # submits in flight, their client gone or not
         self.draining = False
-
-    def submit(self, txn: Transaction, message: Message) -> asyncio.Future[Result]:
-        """Run a submit that outlives its connection (tracked so shutdown can wait for it)."""
-        task = asyncio.ensure_future(self.pipeline.submit(txn, message))
-        self.sends.add(task)
-        task.add_done_callback(self.sends.discard)
-        return task
 
     # aiosmtpd handler hooks ---------------------------------------------------------------
 
@@ -449,7 +441,7 @@ class RelaySMTP(SMTP):
                 del data  # only the prepared copy stays alive while relaying
                 # aiosmtpd cancels this coroutine when the client hangs up: once a send may be
                 # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
-                result = await asyncio.shield(self.channel.submit(txn, message))
+                result = await self.channel.pipeline.submit_detached(txn, message)
                 del message
             self._reset_timeout()
             self._set_post_data_state()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import asyncpg
@@ -121,6 +122,26 @@ async def test_graceful_stop_waits_for_a_send_whose_client_hung_up(db_dsn, store
     await raw.writer.drain()
     await asyncio.sleep(0.3)
     raw.writer.transport.abort()
+    await live.server.stop(grace=5)  # returns only once the send is settled
+    [row] = await store.logs()
+    assert row["status"] == "sent" and len(peer.messages) == 1
+    assert await live.balance(t) == 9
+
+
+async def test_graceful_stop_waits_for_an_api_send_whose_client_hung_up(db_dsn, store, peer) -> None:
+    import httpx
+
+    peer.handler.data_delay = 1.0
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    body = {"from": t.sender, "to": "a@dest.test", "subject": "s", "text": "hello"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.server.port('http')}") as http:
+        request = asyncio.create_task(http.post("/v1/send", json=body,
+                                                headers={"Authorization": f"Bearer {t.key}"}))
+        await asyncio.sleep(0.3)  # admitted, waiting for the slow upstream
+        request.cancel()  # the client goes away
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
     await live.server.stop(grace=5)  # returns only once the send is settled
     [row] = await store.logs()
     assert row["status"] == "sent" and len(peer.messages) == 1
