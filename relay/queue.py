@@ -57,12 +57,13 @@ class QueueWorker:
     queue: QueueConfig
     clock: Callable[[], datetime] = utcnow
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
 
     async def deliver_due(self, *, sender: str | None = None, limit: int | None = None) -> Tally:
         """Deliver what is due now, one message at a time at the configured pace."""
         tally = Tally()
         interval = 1.0 / self.queue.rate_per_second
-        while limit is None or tally.handled < limit:
+        while (limit is None or tally.handled < limit) and not self._stopping:
             started = asyncio.get_running_loop().time()
             async with self.store.claim_queued(self.clock(), sender) as claim:
                 if claim is None:
@@ -103,6 +104,12 @@ class QueueWorker:
         await claim.retry_at(retry, delivery.reply, delivery.failure_code, deferred)
         tally.retried += 1
 
+    def stop(self) -> None:
+        """Finish the delivery in hand, claim no more, and let run() return (graceful shutdown:
+        cancelling a delivery would roll its claim back after the upstream may have taken it)."""
+        self._stopping = True
+        self._wake.set()
+
     def wake(self) -> None:
         """Look for due messages now (a NOTIFY arrived)."""
         self._wake.set()
@@ -111,10 +118,10 @@ class QueueWorker:
         self.wake()
 
     async def run(self) -> None:
-        """Forever: deliver what is due, then sleep until woken or the poll interval passes."""
+        """Until stop(): deliver what is due, then sleep until woken or the poll interval passes."""
         listener: asyncpg.Connection | None = None
         try:
-            while True:
+            while not self._stopping:
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
                 try:

@@ -56,6 +56,7 @@ class RelayServer:
     clock: Callable[[], datetime] = utcnow
     listeners: list[Listener] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _queue_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.upstream = self.upstream or make_upstream(self.cfg)
@@ -126,7 +127,8 @@ class RelayServer:
         self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
         self._tasks.append(asyncio.create_task(self._gauges(), name="gauges"))
         if self.cfg.queue.worker:
-            self._tasks.append(asyncio.create_task(self.queue_worker.run(), name="queue-worker"))
+            self._queue_task = asyncio.create_task(self.queue_worker.run(), name="queue-worker")
+            self._tasks.append(self._queue_task)
         systemd.notify("READY=1")
 
     async def _sweep(self) -> None:
@@ -174,12 +176,14 @@ class RelayServer:
         # the API drains alongside SMTP, within the same grace
         http_stopped = asyncio.create_task(self.http.stop(grace))
         self.channel.draining = True
+        self.queue_worker.stop()  # the delivery in hand finishes within the grace, like SMTP's
         deadline = time.monotonic() + grace
         while True:
             for conn in list(self.channel.connections):
                 if not conn.in_data:
                     conn.say_goodbye()
-            idle = not self.channel.connections and not self.pipeline.in_flight
+            idle = (not self.channel.connections and not self.pipeline.in_flight
+                    and (self._queue_task is None or self._queue_task.done()))
             if idle or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)

@@ -345,3 +345,19 @@ async def test_worker_survives_a_bug_and_delivers_later(relay) -> None:
     assert len(relay.peer.messages) == 1 and w.upstream.calls == 2
     assert (await relay.store.message(queued))["status"] == "sent"
     await w.upstream.close()
+
+
+async def test_shutdown_lets_the_delivery_in_hand_finish_and_claims_no_more(db_dsn, store, peer) -> None:
+    """Cancelling a delivery would roll its claim back after the upstream took the message."""
+    cfg = relay_config(db_dsn, peer.url, queue={"worker": True, "poll_seconds": 30.0, "rate_per_second": 100.0})
+    live = await start_relay(cfg, store, peer)
+    t = await live.tenant(credits=10, daily_cap=0)
+    first, second = await queue_one(live, t), await queue_one(live, t)
+    peer.handler.data_delay = 1.0
+    assert await store.release(datetime.now(UTC)) == 2
+    await asyncio.sleep(0.3)  # the worker is delivering one of them
+    await live.server.stop(grace=5)
+    statuses = sorted([(await store.message(first))["status"], (await store.message(second))["status"]])
+    assert statuses == ["queued", "sent"]  # the one in hand went out; the other waits for the next start
+    assert len(peer.messages) == 1
+    assert await live.balance(t) == 8  # both charged once; nothing refunded, nothing lost
