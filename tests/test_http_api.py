@@ -518,6 +518,26 @@ async def test_a_permanent_refusal_is_replayed_and_a_transient_one_can_be_retrie
     assert len(await api.relay.store.logs()) == 3
 
 
+async def test_queued_body_refused_is_503_refunded_and_its_key_free_for_the_retry(api: Api) -> None:
+    t = await api.relay.tenant(credits=10, daily_cap=0)
+    async with api.relay.store.pool.acquire() as conn:  # a real refusal from PostgreSQL, not a mock
+        await conn.execute("ALTER TABLE queued_bodies ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    key = {"Idempotency-Key": "queued-1"}
+    failed = assert_failure(await api.send(t.key, body_for(t), headers=key), 503, "TEMPORARY")
+    await assert_untouched(api.relay, t, 10)
+    assert await api.relay.store.queued() == []
+    [row] = await api.relay.store.logs()
+    assert row["status"] == "failed" and row["credits_refunded"] == row["credits_charged"] == 1
+    async with api.relay.store.pool.acquire() as conn:
+        await conn.execute("ALTER TABLE queued_bodies DROP CONSTRAINT refuse_all")
+    # the client was told "try again": the retry runs anew, not a replay of a queued answer
+    retried = await api.send(t.key, body_for(t), headers=key)
+    assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+    assert retried.json()["messageId"] != failed.get("messageId")
+    assert [str(r["id"]) for r in await api.relay.store.queued()] == [retried.json()["messageId"]]
+    assert await api.relay.balance(t) == 9
+
+
 async def test_an_unusable_idempotency_key_is_400(api: Api) -> None:
     t = await api.relay.tenant()
     doc = assert_failure(await api.send(t.key, body_for(t), headers={"Idempotency-Key": "k" * 256}),
