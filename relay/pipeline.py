@@ -16,6 +16,7 @@ from relay import keys, metrics
 from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
 from relay.outcomes import Outcome, Result, reject
+from relay.store.batch import BatchInterrupted
 from relay.store.store import Principal, SenderRule, Store
 from relay.upstream.base import Delivery, Upstream, Verdict
 from relay.upstream.classify import FailureCode
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 # What "the database or the network hiccuped" looks like from here: all of it becomes TEMPORARY.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError,
+    BatchInterrupted,
 )
 _FINALIZE_TRIES = 3
 _KEY_CACHE_SIZE = 10_000
@@ -292,7 +294,8 @@ class Pipeline:
                 return
             except TRANSIENT_ERRORS:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)
-                await asyncio.sleep(0.2 * (attempt + 1))
+                if attempt + 1 < _FINALIZE_TRIES:  # no wait before giving up: the client is waiting
+                    await asyncio.sleep(0.2 * (attempt + 1))
         log.error("message %s left for the recovery sweep", message_id)
 
 

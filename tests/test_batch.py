@@ -130,3 +130,11 @@ async def test_one_bad_finalize_does_not_fail_the_others_in_its_batch(relay) -> 
     statuses = [await relay.store.pool.fetchval("SELECT status FROM messages WHERE id = $1", m) for m in ids]
     assert statuses == ["sent", "sent", "sending", "sent"]
     assert await relay.balance(t) == 6
+
+
+async def test_an_error_that_is_nobodys_fault_fails_the_whole_batch_at_once() -> None:
+    r = Recorder()
+    batcher = Batcher(r.one, r.many, item_error=lambda exc: False)  # e.g. the connection was lost
+    results = await asyncio.gather(*(batcher(x) for x in ["a", "bad", "c"]), return_exceptions=True)
+    assert all(isinstance(x, ValueError) and str(x) == "a bad item spoils the batch" for x in results)
+    assert r.calls == [["a", "bad", "c"]]  # no one-by-one retries against a dead database

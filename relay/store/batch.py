@@ -28,13 +28,17 @@ class Batcher(Generic[T, R]):
     """
 
     def __init__(self, one: Callable[[T], Awaitable[R]],
-                 many: Callable[[Sequence[T]], Awaitable[Sequence[R]]], max_batch: int = 64) -> None:
+                 many: Callable[[Sequence[T]], Awaitable[Sequence[R]]], max_batch: int = 64,
+                 item_error: Callable[[Exception], bool] = lambda exc: True) -> None:
+        """item_error(exc): could exc be one item's fault (then the items run again one by one)?
+        Otherwise (a lost connection, say) every item of the batch gets exc at once."""
         self._one = one
         self._many = many
         self._max = max_batch
+        self._item_error = item_error
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
-        self.round_trips = 0  # batches or single calls run, for tests and metrics
+        self.round_trips = 0  # statements run, batched or single (tests read it)
 
     async def __call__(self, item: T) -> R:
         """The result of running item (in a batch or alone); its exception if it failed."""
@@ -53,35 +57,41 @@ class Batcher(Generic[T, R]):
                     await self._run(batch)
                 finally:
                     for _, future in batch:
-                        if not future.done():
-                            future.set_exception(BatchInterrupted("stopped before the result was known"))
+                        _settle(future, exc=BatchInterrupted("stopped before the result was known"))
         finally:
             self._runner = None
             left, self._queue = self._queue, []  # only when cancelled between batches
             for _, future in left:
-                if not future.done():
-                    future.set_exception(BatchInterrupted("stopped before the call ran"))
+                _settle(future, exc=BatchInterrupted("stopped before the call ran"))
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self.round_trips += 1
         if len(batch) > 1:
             try:
+                self.round_trips += 1
                 results = await self._many([item for item, _ in batch])
-            except Exception:
+            except Exception as exc:
+                if not self._item_error(exc):
+                    for _, future in batch:
+                        _settle(future, exc=exc)
+                    return
                 log.warning("a batch of %d failed; running its items one by one", len(batch), exc_info=True)
             else:
                 for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                    _settle(future, result)
                 return
         for item, future in batch:
-            if len(batch) > 1:
-                self.round_trips += 1
             try:
-                result = await self._one(item)
+                self.round_trips += 1
+                _settle(future, await self._one(item))
             except Exception as exc:  # the caller gets its own failure
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
+                _settle(future, exc=exc)
+
+
+def _settle(future: asyncio.Future[R], result: R | None = None, *, exc: BaseException | None = None) -> None:
+    """Give a waiting caller its result or exception (unless it stopped waiting)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -110,10 +110,8 @@ class Claim:
 
     async def finalize(self, status: str, refund: int, reply: str | None, failure_code: int | None) -> bool:
         """Sent or failed for good (refund at most once), committed with the claim."""
-        return bool(await self.conn.fetchval(
-            "SELECT relay_finalize($1, $2, $3, $4, $5)",
-            self.item.message_id, status, refund, reply, failure_code,
-        ))
+        return bool(await self.conn.fetchval(FINALIZE_SQL, self.item.message_id, status, refund, reply,
+                                             failure_code, False))
 
     async def retry_at(self, when: datetime, reply: str, failure_code: int | None, deferred: bool) -> None:
         """A transient failure: try again not before when."""
@@ -134,6 +132,16 @@ class Claim:
 OPEN_CALL_SQL = (
     "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, relay_open($1, $2) AS o"
 )
+
+
+FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6)"
+
+
+def _item_error(exc: Exception) -> bool:
+    """Could this error of a batched statement be one row's fault (a constraint, a deadlock)?
+    A lost connection or a server shutting down is everybody's: no point retrying one by one."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +170,8 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         # concurrent sends finalize together: one statement and one commit for the lot
-        self.finalizer: Batcher[_Final, bool] = Batcher(self._finalize_one, self._finalize_many)
+        self.finalizer: Batcher[_Final, bool] = Batcher(self._finalize_one, self._finalize_many,
+                                                        item_error=_item_error)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
@@ -357,10 +366,8 @@ class Store:
         return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable))
 
     async def _finalize_one(self, f: _Final) -> bool:
-        return bool(await self.pool.fetchval(
-            "SELECT relay_finalize($1, $2, $3, $4, $5, $6)",
-            f.message_id, f.status, f.refund, f.reply, f.failure_code, f.retryable,
-        ))
+        return bool(await self.pool.fetchval(FINALIZE_SQL, f.message_id, f.status, f.refund, f.reply,
+                                             f.failure_code, f.retryable))
 
     async def _finalize_many(self, batch: Sequence[_Final]) -> list[bool]:
         # relay_finalize once per row, in the given order, in one statement's transaction
