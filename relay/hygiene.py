@@ -181,6 +181,19 @@ def _header_line(name: str, value: str, argument: str) -> bytes:
     return f"{name}: {value}".encode("ascii") + _CRLF
 
 
+def header_section(data: bytes | bytearray, start: int = 0) -> bytes:
+    """A copy of the header block of the message in data[start:], its blank line included: all
+    that the header parsers look at (the whole message when it has no blank line)."""
+    blank = data.find(_BLANK_LINE, start)
+    return bytes(data[start:] if blank < 0 else data[start:blank + 4])
+
+
+def has_bare_cr_or_lf(data: bytes | bytearray) -> bool:
+    """Does some CR or LF stand outside a CRLF pair (RFC 5321 2.3.8)? Three counts, no copy."""
+    crlf = data.count(_CRLF)
+    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+
+
 def relay_header_block(
     data: bytes | bytearray,
     *,
@@ -220,23 +233,15 @@ def relay_header_block(
     return b"".join(parts), body_start
 
 
-def prepare_for_relay(data: bytes | bytearray, **headers: Any) -> bytes:
-    """Message bytes to relay: data with relay_header_block's header block (same keywords)."""
-    header, body_start = relay_header_block(data, **headers)
-    # A memoryview slice shares the input buffer, so the join is the body's only copy.
-    return b"".join((header, memoryview(data)[body_start:]))
-
-
 def prepare_for_relay_in_place(data: bytearray, start: int = 0, **headers: Any) -> bytearray:
-    """prepare_for_relay for the message in data[start:], done in data itself: the first start
-    bytes and the header block are replaced by the new header block; the body is not copied.
+    """Message bytes to relay (relay_header_block's header block, then the body of the message in
+    data[start:]), made in data itself: the first start bytes and the old header block are
+    replaced; the body is not copied.
 
     For large messages this saves a second copy of the whole message while it is relayed
     (a front slice that grows reallocates in place; a front deletion would make it copy).
     """
-    blank = data.find(_BLANK_LINE, start)
-    head = bytes(data[start:] if blank < 0 else data[start:blank + 4])  # all the parser looks at
-    header, body_start = relay_header_block(head, **headers)
+    header, body_start = relay_header_block(header_section(data, start), **headers)
     data[:start + body_start] = header
     return data
 

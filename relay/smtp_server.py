@@ -361,7 +361,7 @@ class RelaySMTP(SMTP):
         The message is data[2:]: the DATA line's CRLF stays in front, where the in-place header
         edit overwrites it (deleting it would make that edit copy the whole buffer).
         """
-        limit = self.data_size_limit or self.channel.max_message_bytes
+        limit = self.channel.max_message_bytes
         reader = self._reader
         # the CRLF that ended the DATA line: lets a first line of "." end an empty message
         buf = bytearray(b"\r\n")
@@ -402,9 +402,7 @@ class RelaySMTP(SMTP):
         # line does start with a dot
         data = buf.replace(b"\r\n.", b"\r\n") if dotted else buf
         del buf
-        crlf = data.count(b"\r\n")  # the leading CRLF counts in all three: no effect on the test
-        bare = data.count(b"\n") != crlf or data.count(b"\r") != crlf
-        return data, bare, dotted
+        return data, hygiene.has_bare_cr_or_lf(data), dotted  # the leading CRLF is a pair
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read, check, prepare, submit through the pipeline, answer from the table."""
@@ -437,8 +435,7 @@ class RelaySMTP(SMTP):
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:
                     self._timeout_handle.cancel()
-                message = self._message(data, dot_free=not dotted)
-                del data  # only the prepared copy stays alive while relaying
+                message = self._message(data, dot_free=not dotted)  # data is edited in place
                 # aiosmtpd cancels this coroutine when the client hangs up: once a send may be
                 # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
                 result = await self.channel.pipeline.submit_detached(txn, message)
@@ -457,8 +454,7 @@ class RelaySMTP(SMTP):
         data is _read_data's buffer: the message is data[2:].
         """
         assert self.envelope is not None and self.session is not None
-        blank = data.find(b"\r\n\r\n", 2)
-        facts = hygiene.read_header_facts(bytes(data[2:] if blank < 0 else data[2:blank + 4]))
+        facts = hygiene.read_header_facts(hygiene.header_section(data, 2))
         fingerprint = None
         if facts.idempotency_key is not None:
             # the payload as the client sent it: envelope and data, before our own header additions

@@ -14,6 +14,7 @@ import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default, SMTPStatus
 
+from relay.hygiene import has_bare_cr_or_lf
 from relay.upstream.base import Delivery, Verdict
 from relay.upstream.classify import FailureCode, classify, for_connect_failure, for_timeout
 
@@ -37,11 +38,8 @@ def _dot_stuffed(data: bytes | bytearray, verified: bool = False,
     The usual message, where no line starts with a dot, is sent as it is, without a copy;
     dot_free (the caller looked already) spares the search for such lines.
     """
-    if not verified:
-        # a bare CR or LF sent as is could end the message early at a lenient upstream
-        crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            return None
+    if not verified and has_bare_cr_or_lf(data):
+        return None  # sent as is, a bare CR or LF could end the message early at a lenient upstream
     stuffed = data
     if not dot_free and data.find(b"\r\n.") >= 0:
         stuffed = data.replace(b"\r\n.", b"\r\n..")
@@ -201,8 +199,7 @@ class SmtpUpstream:
             self._busy += 1
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._attempt(mail_from, recipients, data, crlf_verified,
-                                               crlf_verified and dot_free)
+                    return await self._attempt(mail_from, recipients, data, crlf_verified, dot_free)
             except TimeoutError:
                 return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
                                 int(for_timeout()))
