@@ -367,7 +367,7 @@ class RelaySMTP(SMTP):
         buf = bytearray(b"\r\n")
         search_from = 0
         dropped = 0
-        dotted = False
+        dots = 0  # dot-stuffed lines: their extra dot counts in no size (RFC 1870)
         # One search per chunk finds both the end marker and dot-stuffed lines: every line that
         # starts with a dot is a CRLF "." in buf, and the usual message has none at all.
         while True:
@@ -376,13 +376,13 @@ class RelaySMTP(SMTP):
                 if buf[at + 3:at + 5] == b"\r\n":
                     end = at
                     break
-                dotted = True
+                dots += 1
                 search_from = at + 3
                 continue
             # undecided until more arrives: a CRLF "." whose next two bytes are missing, or one
             # that may straddle the next chunk
             search_from = at if at >= 0 else max(search_from, len(buf) - 2)
-            if len(buf) + dropped > limit + 5:
+            if len(buf) + dropped - dots > limit + 5:
                 # over the limit: keep reading to the end marker, but stop keeping the data
                 dropped += search_from
                 del buf[:search_from]
@@ -395,14 +395,14 @@ class RelaySMTP(SMTP):
         leftover = buf[end + 5:]
         if leftover:  # pipelined commands after the end marker go back to the command reader
             reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
-        if dropped or end > limit:
-            return None, False, dotted
+        if dropped or end - dots > limit:
+            return None, False, dots > 0
         del buf[end + 2:]
         # unstuff (the leading CRLF lets a dot on the first line unstuff too), copying only when a
         # line does start with a dot
-        data = buf.replace(b"\r\n.", b"\r\n") if dotted else buf
+        data = buf.replace(b"\r\n.", b"\r\n") if dots else buf
         del buf
-        return data, hygiene.has_bare_cr_or_lf(data), dotted  # the leading CRLF is a pair
+        return data, hygiene.has_bare_cr_or_lf(data), dots > 0  # the leading CRLF is a pair
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read, check, prepare, submit through the pipeline, answer from the table."""

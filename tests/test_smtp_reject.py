@@ -267,6 +267,35 @@ async def test_data_over_limit_is_550_and_session_continues(db_dsn, store, peer)
         await live.server.stop(grace=1)
 
 
+async def test_stuffing_dots_do_not_count_toward_the_size_limit(db_dsn, store, peer) -> None:
+    """RFC 1870: the limit is on the message, not its dot-stuffed transfer form."""
+    cfg = relay_config(db_dsn, peer.url, limits={"max_message_bytes": 2000})
+    live = await start_relay(cfg, store, peer)
+    try:
+        t = await live.tenant(credits=10)
+        head = message(t.sender, body="")
+        lines = b".dot\r\n" * 100  # each line is stuffed to "..dot" on the wire
+        room = 2000 - len(head) - len(lines)
+        pad = b"x" * 68 + b"\r\n"
+        pad = pad * (room // 70) + b"x" * (room % 70 - 2) + b"\r\n"  # lines an upstream accepts
+        exact = head + lines + pad
+        assert len(exact) == 2000
+        for data, code in ((exact, 250), (exact + b"y\r\n", 550)):
+            raw = await Raw.open(live.port)
+            await raw.auth(t.key)
+            await raw.cmd(f"MAIL FROM:<{t.sender}>")
+            await raw.cmd("RCPT TO:<a@dest.test>")
+            await raw.cmd("DATA")
+            reply = await raw.cmd(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+            assert reply.startswith(str(code)), reply
+            raw.close()
+        [received] = live.peer.messages
+        assert received.data.endswith(lines + pad)
+        assert await live.balance(t) == 9  # the refused one charged nothing
+    finally:
+        await live.server.stop(grace=1)
+
+
 async def test_database_unreachable_is_451_and_nothing_charged(relay, pg) -> None:
     t = await relay.tenant(credits=10)
     client = await login(relay.port, t.key)
