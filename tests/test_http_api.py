@@ -431,6 +431,56 @@ async def test_upstream_transient_refusal_is_503_with_retry_after_and_refunded(a
     assert row["status"] == "failed" and row["credits_refunded"] == 1
 
 
+async def test_every_recipient_refused_at_rcpt_is_502_and_refunded(api: Api) -> None:
+    t = await api.relay.tenant(credits=10)
+    api.relay.peer.handler.rcpt_replies["gone@dest.test"] = "550 5.1.1 <gone@dest.test>: User unknown"
+    assert_failure(await api.send(t.key, body_for(t, to="gone@dest.test")), 502, "RELAY_FAILED")
+    await assert_untouched(api.relay, t, 10)
+    [row] = await api.relay.store.logs()
+    assert row["failure_code"] == 2001 and row["credits_refunded"] == row["credits_charged"] == 1
+
+
+async def test_one_recipient_refused_is_200_charging_only_the_accepted_one(api: Api) -> None:
+    t = await api.relay.tenant(credits=10)
+    api.relay.peer.handler.rcpt_replies["gone@dest.test"] = "550 5.1.1 <gone@dest.test>: User unknown"
+    response = await api.send(t.key, body_for(t, to=["ok@dest.test", "gone@dest.test"]))
+    assert response.status_code == 200 and response.json()["status"] == "sent"
+    [got] = api.relay.peer.messages
+    assert got.recipients == ["ok@dest.test"]
+    assert await api.relay.balance(t) == 9
+    row = await api.relay.store.message(uuid.UUID(response.json()["messageId"]))
+    assert row["credits_charged"] == 2 and row["credits_refunded"] == 1
+
+
+async def test_upstream_unreachable_is_503_with_retry_after_and_refunded(db_dsn, store, peer) -> None:
+    await peer.stop()
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    try:
+        async with serve_api(live) as api:
+            t = await live.tenant(credits=10)
+            response = await api.send(t.key, body_for(t))
+            assert_failure(response, 503, "UPSTREAM_UNAVAILABLE", "upstream unavailable, try again later")
+            assert int(response.headers["retry-after"]) > 0
+            await assert_untouched(live, t, 10)
+            [row] = await store.logs()
+            assert row["failure_code"] == 4003 and row["credits_refunded"] == 1
+    finally:
+        await live.server.stop(grace=1)
+
+
+async def test_a_bug_in_the_upstream_is_503_temporary_and_refunded_at_once(api: Api) -> None:
+    from tests.test_smtp_security import ExplodingUpstream
+
+    t = await api.relay.tenant(credits=10)
+    api.relay.server.pipeline.upstream = ExplodingUpstream()
+    response = await api.send(t.key, body_for(t))
+    doc = assert_failure(response, 503, "TEMPORARY", "temporary failure, try again later")
+    assert "secret" not in json.dumps(doc)
+    await assert_untouched(api.relay, t, 10)  # refunded now, not by the recovery sweep
+    [row] = await api.relay.store.logs()
+    assert row["status"] == "failed" and row["credits_refunded"] == 1
+
+
 # -- TEMPORARY -------------------------------------------------------------------------------------
 
 
