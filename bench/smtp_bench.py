@@ -231,7 +231,8 @@ def main() -> None:
                    RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
                    # like the bench key's rate limit: must not interfere (1000 MAIL per connection)
                    RELAY_SMTP_MAX_COMMANDS="10000000",
-                   RELAY_SMTP_HOSTNAME="relay.bench", RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}",
+                   RELAY_SMTP_HOSTNAME="relay.bench", RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+                   RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}",
                    RELAY_UPSTREAM_POOL_SIZE=str(args.clients), RELAY_DATABASE_POOL_SIZE=str(args.clients + 2),
                    RELAY_SERVER_DATA_DIR=str(folder))
         relay_proc = subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,

@@ -196,15 +196,6 @@ def _extra_headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def sender_of(doc: dict[str, Any]) -> str:
-    """The envelope sender the body names, as well as it can be read ('' when it cannot)."""
-    try:
-        return _mailbox("field 'from'", doc.get("from")).address
-    except RequestError:
-        value = doc.get("from")
-        return value if isinstance(value, str) else ""
-
-
 def parse_request(doc: dict[str, Any], *, max_recipients: int) -> SendRequest:
     """Validate a decoded body; RequestError names the first field that is wrong."""
     unknown = [key for key in doc if key not in FIELDS]

@@ -56,8 +56,8 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "send",
                 "summary": "Send one message (1-100 recipients, charged per recipient).",
                 "description": (
-                    "Checked in order: the key (nothing of the body is read before), the body size, the "
-                    "JSON, the rate limit, the fields and recipients, html + text size, the sender's "
+                    "Checked in order: the key and the rate limit (nothing of the body is read before), "
+                    "the body size, the JSON, the fields and recipients, html + text size, the sender's "
                     "authorization, the balance; then the debit, the daily cap and the relay upstream."
                 ),
                 "security": _BEARER,

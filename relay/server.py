@@ -41,7 +41,6 @@ class Listener:
 
     name: str
     server: asyncio.Server
-    host: str
     port: int
 
 
@@ -103,7 +102,7 @@ class RelayServer:
             key = "smtp.listen" if name == "smtp" else "smtp.implicit_tls_listen"
             raise ListenError(f"{key}: cannot listen on {address}: {_reason(exc)}") from None
         bound = server.sockets[0].getsockname()
-        self.listeners.append(Listener(name, server, host, int(bound[1])))
+        self.listeners.append(Listener(name, server, int(bound[1])))
         log.info("SMTP %s listening on %s:%s", name, host, bound[1])
 
     async def start(self) -> None:
