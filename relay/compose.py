@@ -9,13 +9,11 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
 from email.header import Header
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+from relay import mime
 from relay.addresses import is_valid_address
 
 FIELDS = ("from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers")
@@ -40,11 +38,6 @@ _MAILBOX = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[
 # str.splitlines() breaks on these besides CR and LF; the email package folds with it
 _LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
-# SMTP line endings; 7bit so a non-ASCII body travels as quoted-printable/base64 and any upstream
-# takes it without 8BITMIME; raw (set_raw) extra headers are emitted as given, never refolded.
-_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
-
-
 class RequestError(Exception):
     """The request body is not an acceptable send request; the text names the field."""
 
@@ -55,10 +48,6 @@ class Mailbox:
 
     address: str
     name: str = ""
-
-    def header(self) -> Address:
-        """The header form (quoted and encoded by the email package as needed)."""
-        return Address(display_name=self.name, addr_spec=self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,26 +235,19 @@ def _raw_value(name: str, value: str) -> str:
 def compose(request: SendRequest, *, hostname: str, received: str | None = None,
             now: datetime | None = None) -> bytes:
     """The message as RFC 5322 bytes with CRLF line endings; Bcc stays out of the header."""
-    message = EmailMessage(policy=_POLICY)
+    headers = []
     if received:
-        message["Received"] = received
-    message["From"] = request.sender.header()
-    message["To"] = [m.header() for m in request.to]
+        # one line, as the SMTP channel writes its own (RFC 5322 allows 998 characters)
+        headers.append(mime.raw_header("Received", received))
+    headers.append(mime.address_header("From", (request.sender,)))
+    headers.append(mime.address_header("To", request.to))
     if request.cc:
-        message["Cc"] = [m.header() for m in request.cc]
+        headers.append(mime.address_header("Cc", request.cc))
     if request.reply_to:
-        message["Reply-To"] = [m.header() for m in request.reply_to]
+        headers.append(mime.address_header("Reply-To", request.reply_to))
     if request.subject is not None:
-        message["Subject"] = request.subject
-    message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = f"<{uuid.uuid4().hex}@{hostname}>"
-    for name, value in request.headers:
-        message.set_raw(name, _raw_value(name, value))
-    if request.text and request.html:
-        message.set_content(request.text)
-        message.add_alternative(request.html, subtype="html")
-    elif request.html:
-        message.set_content(request.html, subtype="html")
-    else:
-        message.set_content(request.text or "")
-    return message.as_bytes()
+        headers.append(mime.text_header("Subject", request.subject))
+    headers.append(mime.text_header("Date", format_datetime(now or datetime.now(UTC))))
+    headers.append(mime.text_header("Message-ID", f"<{uuid.uuid4().hex}@{hostname}>", mime.PLAIN_MESSAGE_ID))
+    headers.extend(mime.raw_header(name, _raw_value(name, value)) for name, value in request.headers)
+    return mime.message(headers, text=request.text, html=request.html)
