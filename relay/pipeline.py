@@ -243,7 +243,6 @@ class Pipeline:
         if status == "INSUFFICIENT_FUNDS":
             return reject(Outcome.INSUFFICIENT_FUNDS,
                           "insufficient funds: a concurrent send used the balance")
-        mid = str(message_id)
         if status == "queued":
             return await self._queue(message_id, txn, message, cost)
         try:
@@ -252,11 +251,11 @@ class Pipeline:
                                                    dot_free=message.dot_free)
         except Exception:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
-            log.exception("delivery of %s raised", mid)
-            await self._finalize(message_id, "failed", cost, "internal error during relay",
+            log.exception("delivery of %s raised", message_id)
+            await self._finalize(message_id, txn, "failed", cost, "internal error during relay",
                                  int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
-        return await self._conclude(message_id, mid, delivery, cost)
+        return await self._conclude(message_id, txn, delivery, cost)
 
     async def _queue(self, message_id: uuid.UUID, txn: Transaction, message: Message,
                      cost: int) -> Result:
@@ -266,31 +265,33 @@ class Pipeline:
                                                message.data)
         except TRANSIENT_ERRORS:
             log.exception("storing a queued body failed")
-            await self._finalize(message_id, "failed", cost, "could not store the message",
+            await self._finalize(message_id, txn, "failed", cost, "could not store the message",
                                  int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         return Result(Outcome.QUEUED, str(message_id),
                       reason="over the sender's daily cap; will be delivered within 24 hours")
 
-    async def _conclude(self, message_id: uuid.UUID, mid: str, delivery: Delivery, cost: int) -> Result:
+    async def _conclude(self, message_id: uuid.UUID, txn: Transaction, delivery: Delivery, cost: int) -> Result:
         """Record the upstream's answer, refunding what did not leave."""
+        mid = str(message_id)
         if delivery.verdict is Verdict.SENT:
             refund = len(delivery.refused) * self.limits.credits_per_recipient
-            await self._finalize(message_id, "sent", refund, delivery.reply, None)
+            await self._finalize(message_id, txn, "sent", refund, delivery.reply, None)
             return Result(Outcome.SENT, mid, upstream_reply=delivery.reply)
         permanent = delivery.verdict is Verdict.PERMANENT
-        await self._finalize(message_id, "failed", cost, delivery.reply, delivery.failure_code,
+        await self._finalize(message_id, txn, "failed", cost, delivery.reply, delivery.failure_code,
                              retryable=not permanent)
         outcome = Outcome.RELAY_FAILED if permanent else Outcome.UPSTREAM_UNAVAILABLE
         return Result(outcome, mid, reason=delivery.reply, failure_code=delivery.failure_code,
                       upstream_reply=delivery.reply, retry_after=None if outcome is Outcome.RELAY_FAILED else 30)
 
-    async def _finalize(self, message_id: uuid.UUID, status: str, refund: int, reply: str | None,
-                        failure_code: int | None, *, retryable: bool = False) -> None:
+    async def _finalize(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
+                        reply: str | None, failure_code: int | None, *, retryable: bool = False) -> None:
         """Finalize with a few retries; what still fails is left to the recovery sweep."""
         for attempt in range(_FINALIZE_TRIES):
             try:
-                await self.store.finalize(message_id, status, refund, reply, failure_code, retryable=retryable)
+                await self.store.finalize(message_id, status, refund, reply, failure_code, retryable=retryable,
+                                          account_id=txn.principal.account_id)
                 return
             except TRANSIENT_ERRORS:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)
@@ -307,7 +308,7 @@ async def recover(store: Store, older_than_seconds: float) -> int:
         reply = ("relay stopped before the delivery result was recorded"
                  if row["status"] == "sending" else "relay stopped before the queued message was stored")
         if await store.finalize(row["id"], "failed", row["credits_charged"], reply,
-                                int(FailureCode.SYSTEM_OTHER), retryable=True):
+                                int(FailureCode.SYSTEM_OTHER), retryable=True, account_id=row["account_id"]):
             count += 1
     return count
 

@@ -138,3 +138,54 @@ async def test_an_error_that_is_nobodys_fault_fails_the_whole_batch_at_once() ->
     results = await asyncio.gather(*(batcher(x) for x in ["a", "bad", "c"]), return_exceptions=True)
     assert all(isinstance(x, ValueError) and str(x) == "a bad item spoils the batch" for x in results)
     assert r.calls == [["a", "bad", "c"]]  # no one-by-one retries against a dead database
+
+
+async def _admit(relay, tenant, *, cost: int = 1, cap: int = 1000, key: str | None = None,
+                 fingerprint: bytes | None = None) -> str:
+    admission = await relay.store.admit(uuid.uuid4(), "api", tenant.key_id, tenant.account_id, tenant.sender,
+                                        cost, 100, cost, cap, key, fingerprint)
+    return admission.status
+
+
+async def test_concurrent_admits_share_a_statement_and_each_sees_the_debits_before_it(relay) -> None:
+    t = await relay.tenant(credits=5)
+    before = relay.store.admitter.round_trips
+    statuses = await asyncio.gather(*(_admit(relay, t) for _ in range(8)))
+    assert relay.store.admitter.round_trips - before < 8  # batched
+    # in arrival order: the first five are paid for, the rest find the balance spent
+    assert statuses[:5] == ["sending"] * 5
+    assert all(s.startswith("INSUFFICIENT") for s in statuses[5:])
+    assert await relay.balance(t) == 0
+    assert await relay.store.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE account_id = $1 AND status = 'sending'", t.account_id) == 5
+
+
+async def test_a_batch_of_admits_for_several_accounts_gives_each_caller_its_own_answer(relay) -> None:
+    """Admits run sorted by account (lock order); each answer still goes back to its caller."""
+    rich = await relay.tenant(credits=5, sender="b@rich.example")
+    poor = await relay.tenant(credits=1, sender="a@poor.example")
+    assert rich.account_id < poor.account_id  # so the lock order is not the arrival order below
+    order = [poor, rich] * 4
+    statuses = await asyncio.gather(*(_admit(relay, t) for t in order))
+    assert statuses[0] == "sending" and statuses[1::2] == ["sending"] * 4
+    assert all(s.startswith("INSUFFICIENT") for s in statuses[2::2])
+    assert (await relay.balance(poor), await relay.balance(rich)) == (0, 1)
+
+
+async def test_the_daily_cap_and_idempotency_hold_inside_one_batch(relay) -> None:
+    t = await relay.tenant(credits=100)
+    capped = await asyncio.gather(*(_admit(relay, t, cap=2) for _ in range(5)))
+    assert capped.count("sending") == 2 and capped.count("queued") == 3
+    same = await asyncio.gather(_admit(relay, t), *(_admit(relay, t, key="k1", fingerprint=b"x") for _ in range(2)),
+                                _admit(relay, t, key="k1", fingerprint=b"y"))
+    assert same[1:] == ["sending", "IDEMPOTENCY_IN_FLIGHT", "IDEMPOTENCY_MISMATCH"]
+    assert await relay.balance(t) == 100 - 5 - 2
+
+
+async def test_concurrent_calls_of_one_key_share_a_statement_and_the_rate_limit_holds(relay) -> None:
+    t = await relay.tenant(rate=3)
+    before = relay.store.opener.round_trips
+    results = await asyncio.gather(*(relay.store.open_call(t.key_id, 1000) for _ in range(6)))
+    assert relay.store.opener.round_trips - before < 6  # batched
+    assert [r.retry_after == 0 for r in results] == [True] * 3 + [False] * 3
+    assert all(r.enabled for r in results) and results[0].credits == 100

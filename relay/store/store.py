@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -85,6 +85,8 @@ LOG_FIELDS = (
     "attempts", "created_at", "updated_at", "finished_at",
 )
 QUEUE_CHANNEL = "relay_queue"  # NOTIFY channel: queued messages became due
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,22 @@ OPEN_CALL_SQL = (
 
 FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6)"
 
+# Batches: the function once per array element, in the arrays' order, in one statement's
+# transaction (each call sees the rows the calls before it wrote: the balance, the rate window).
+OPEN_MANY_SQL = (
+    "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, "
+    "unnest($1::text[], $2::integer[]) WITH ORDINALITY AS u(key_id, lim, n) "
+    "CROSS JOIN LATERAL relay_open(u.key_id, u.lim) AS o ORDER BY u.n"
+)
+ADMIT_MANY_SQL = (
+    "SELECT a.status, a.original_id, a.original_reply "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::integer[], "
+    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[]) "
+    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, cost, cap, idem, fp, n) "
+    "CROSS JOIN LATERAL relay_admit(u.id, u.channel, u.key_id, u.account_id, u.sender, u.recipients, u.size, "
+    "                               u.cost, u.cap, u.idem, u.fp) AS a ORDER BY u.n"
+)
+
 
 def _item_error(exc: Exception) -> bool:
     """Could this error of a batched statement be one row's fault (a constraint, a deadlock)?
@@ -146,7 +164,7 @@ def _item_error(exc: Exception) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Final:
-    """The arguments of one relay_finalize call."""
+    """The arguments of one relay_finalize call (account_id only orders a batch)."""
 
     message_id: uuid.UUID
     status: str
@@ -154,6 +172,50 @@ class _Final:
     reply: str | None
     failure_code: int | None
     retryable: bool
+    account_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Admit:
+    """The arguments of one relay_admit call."""
+
+    message_id: uuid.UUID
+    channel: str
+    key_id: str
+    account_id: int
+    sender: str
+    recipients: int
+    size: int
+    cost: int
+    cap: int
+    idempotency_key: str | None
+    fingerprint: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """The arguments of one relay_open call."""
+
+    key_id: str
+    default_limit: int
+
+
+def _in_lock_order(batch: Sequence[T], key: Callable[[T], Any]) -> tuple[list[T], list[int]]:
+    """The batch sorted by the rows its items lock (accounts, keys) and where each item went.
+
+    Two batches that lock the same rows in the same order cannot deadlock each other, whether they
+    run in this process (an admit batch beside a finalize batch) or in another instance.
+    """
+    order = sorted(range(len(batch)), key=lambda i: key(batch[i]))
+    return [batch[i] for i in order], order
+
+
+def _unsorted(results: Sequence[R], order: list[int]) -> list[R]:
+    """Results of a batch run in lock order, put back in the order the items came."""
+    out: list[R] = [None] * len(order)  # type: ignore[list-item]
+    for result, i in zip(results, order, strict=True):
+        out[i] = result
+    return out
 
 
 async def _keep(conn: asyncpg.Connection) -> None:
@@ -169,7 +231,11 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        # concurrent sends finalize together: one statement and one commit for the lot
+        # concurrent sends share statements and commits: one round trip for each step's lot
+        self.opener: Batcher[_Open, OpenResult] = Batcher(self._open_one, self._open_many,
+                                                          item_error=_item_error)
+        self.admitter: Batcher[_Admit, Admission] = Batcher(self._admit_one, self._admit_many,
+                                                            item_error=_item_error)
         self.finalizer: Batcher[_Final, bool] = Batcher(self._finalize_one, self._finalize_many,
                                                         item_error=_item_error)
 
@@ -331,22 +397,48 @@ class Store:
         return Principal(row["id"], bytes(row["digest"]), row["enabled"], row["account_id"], senders)
 
     async def open_call(self, key_id: str, default_limit: int) -> OpenResult:
-        """Count a call against the key's rolling minute and read the balance (one round trip)."""
-        row = await self.pool.fetchrow(OPEN_CALL_SQL, key_id, default_limit)
+        """Count a call against the key's rolling minute and read the balance (one round trip;
+        calls made while another is in flight share the next one, store/batch.py)."""
+        return await self.opener(_Open(key_id, default_limit))
+
+    async def _open_one(self, o: _Open) -> OpenResult:
+        row = await self.pool.fetchrow(OPEN_CALL_SQL, o.key_id, o.default_limit)
         assert row is not None
         return OpenResult(float(row["retry_after"]), bool(row["enabled"]), int(row["credits"]))
+
+    async def _open_many(self, batch: Sequence[_Open]) -> list[OpenResult]:
+        ordered, order = _in_lock_order(batch, lambda o: o.key_id)
+        rows = await self.pool.fetch(OPEN_MANY_SQL, [o.key_id for o in ordered],
+                                     [o.default_limit for o in ordered])
+        return _unsorted([OpenResult(float(r["retry_after"]), bool(r["enabled"]), int(r["credits"]))
+                          for r in rows], order)
 
     async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
                     sender: str, recipients: int, size: int, cost: int, cap: int,
                     idempotency_key: str | None = None, fingerprint: bytes | None = None) -> Admission:
-        """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip."""
+        """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip (batched
+        with concurrent admits into one statement and one commit, store/batch.py)."""
+        return await self.admitter(_Admit(message_id, channel, key_id, account_id, sender, recipients,
+                                          size, cost, cap, idempotency_key, fingerprint))
+
+    async def _admit_one(self, a: _Admit) -> Admission:
         row = await self.pool.fetchrow(
             "SELECT * FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            message_id, channel, key_id, account_id, sender, recipients, size, cost, cap,
-            idempotency_key, fingerprint,
+            a.message_id, a.channel, a.key_id, a.account_id, a.sender, a.recipients, a.size, a.cost,
+            a.cap, a.idempotency_key, a.fingerprint,
         )
         assert row is not None
         return Admission(row["status"], row["original_id"], row["original_reply"])
+
+    async def _admit_many(self, batch: Sequence[_Admit]) -> list[Admission]:
+        ordered, order = _in_lock_order(batch, lambda a: (a.account_id, a.sender, a.idempotency_key or ""))
+        rows = await self.pool.fetch(
+            ADMIT_MANY_SQL, [a.message_id for a in ordered], [a.channel for a in ordered],
+            [a.key_id for a in ordered], [a.account_id for a in ordered], [a.sender for a in ordered],
+            [a.recipients for a in ordered], [a.size for a in ordered], [a.cost for a in ordered],
+            [a.cap for a in ordered], [a.idempotency_key for a in ordered], [a.fingerprint for a in ordered],
+        )
+        return _unsorted([Admission(r["status"], r["original_id"], r["original_reply"]) for r in rows], order)
 
     async def store_queued_body(self, message_id: uuid.UUID, mail_from: str,
                                 recipients: Sequence[str], data: bytes) -> None:
@@ -357,20 +449,24 @@ class Store:
         )
 
     async def finalize(self, message_id: uuid.UUID, status: str, refund: int,
-                       upstream_reply: str | None, failure_code: int | None, *, retryable: bool = False) -> bool:
+                       upstream_reply: str | None, failure_code: int | None, *, retryable: bool = False,
+                       account_id: int = 0) -> bool:
         """Record the fate of a message and refund (at most once); False if it was already final.
 
         retryable: the failure was transient, so the message's idempotency key is released.
-        Calls made while another is in flight are batched into one transaction (store/batch.py).
+        Calls made while another is in flight are batched into one transaction (store/batch.py);
+        account_id, the message's account, orders a batch as the admits are ordered.
         """
-        return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable))
+        return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable,
+                                           account_id))
 
     async def _finalize_one(self, f: _Final) -> bool:
         return bool(await self.pool.fetchval(FINALIZE_SQL, f.message_id, f.status, f.refund, f.reply,
                                              f.failure_code, f.retryable))
 
     async def _finalize_many(self, batch: Sequence[_Final]) -> list[bool]:
-        # relay_finalize once per row, in the given order, in one statement's transaction
+        # relay_finalize once per row, in lock order, in one statement's transaction
+        batch, order = _in_lock_order(batch, lambda f: f.account_id)
         results = await self.pool.fetchval(
             "SELECT array_agg(relay_finalize(u.id, u.status, u.refund, u.reply, u.code, u.retryable)"
             "                 ORDER BY u.n) "
@@ -379,12 +475,12 @@ class Store:
             [f.message_id for f in batch], [f.status for f in batch], [f.refund for f in batch],
             [f.reply for f in batch], [f.failure_code for f in batch], [f.retryable for f in batch],
         )
-        return [bool(r) for r in results]
+        return _unsorted([bool(r) for r in results], order)
 
     async def stranded(self, older_than_seconds: float) -> list[asyncpg.Record]:
         """Rows a crash left between admit and finalize: 'sending' too long, or queued without a body."""
         return await self.pool.fetch(
-            "SELECT m.id, m.status, m.credits_charged FROM messages m "
+            "SELECT m.id, m.status, m.credits_charged, m.account_id FROM messages m "
             "WHERE m.updated_at < clock_timestamp() - make_interval(secs => $1) AND ("
             " m.status = 'sending' OR (m.status = 'queued' AND NOT EXISTS "
             "  (SELECT 1 FROM queued_bodies b WHERE b.message_id = m.id)))",
