@@ -31,6 +31,14 @@ class PeerHandler:
     connections: int = 0
     mail_seen: asyncio.Event = field(default_factory=asyncio.Event)
     mail_options: list[list[str]] = field(default_factory=list)
+    pipelining: bool = True  # offered in the EHLO reply, as Postfix and most servers offer it
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler that has the hook
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:

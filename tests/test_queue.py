@@ -182,7 +182,7 @@ async def test_kill_9_during_delivery_loses_nothing_and_charges_once(relay, db_d
     relay.peer.handler.mail_delay = 0
     proc = await release_in_subprocess(db_dsn, relay.peer)
     out, _ = await proc.communicate()
-    assert b'"sent": 1' in out
+    assert b'"sent": 1' in out, (await relay.store.message(queued))["upstream_reply"]
     assert len(relay.peer.messages) == 1
     assert (await relay.store.message(queued))["status"] == "sent"
     assert await relay.balance(t) == 9
