@@ -201,10 +201,11 @@ class _Open:
 
 
 def _in_lock_order(batch: Sequence[T], key: Callable[[T], Any]) -> tuple[list[T], list[int]]:
-    """The batch sorted by the rows its items lock (accounts, keys) and where each item went.
+    """The batch sorted by the rows its items lock (accounts first) and where each item went.
 
-    Two batches that lock the same rows in the same order cannot deadlock each other, whether they
-    run in this process (an admit batch beside a finalize batch) or in another instance.
+    Two batches that take account rows in the same order cannot deadlock over them, whether they
+    run in this process (an admit batch beside a finalize batch) or in another instance; any other
+    deadlock PostgreSQL breaks, and the Batcher reruns the items one by one.
     """
     order = sorted(range(len(batch)), key=lambda i: key(batch[i]))
     return [batch[i] for i in order], order
