@@ -180,6 +180,11 @@ def parse_listen(key: str, value: str) -> tuple[str, int]:
 _UPSTREAM_SCHEMES = ("smtp", "smtp+starttls", "smtps", "maildir")
 
 
+# how long past the upstream's deadline a message may still be 'sending' (finalize retries, a
+# busy database) before the recovery sweep may take it for stranded
+_RECOVERY_MARGIN = 60.0
+
+
 def _validate(cfg: Config) -> None:
     """Check values whose type is right but whose content is not."""
     parse_listen("smtp.listen", cfg.smtp.listen)
@@ -223,6 +228,11 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
+    if cfg.server.recovery_after_seconds < cfg.upstream.timeout_seconds + _RECOVERY_MARGIN:
+        raise ConfigError(
+            f"server.recovery_after_seconds: must be at least upstream.timeout_seconds + {_RECOVERY_MARGIN:g} "
+            f"({cfg.upstream.timeout_seconds + _RECOVERY_MARGIN:g}), got {cfg.server.recovery_after_seconds:g}: "
+            "a shorter one would fail and refund messages still being delivered")
     if cfg.retention.keep_bodies_hours < 0:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:

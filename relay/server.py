@@ -27,12 +27,22 @@ log = logging.getLogger(__name__)
 
 
 class ListenError(Exception):
-    """A listener could not be bound; one line names the config key and the address."""
+    """A listener could not be set up (bound, or its certificate loaded); one line names the config key."""
 
 
 def _reason(exc: OSError) -> str:
     """The plain system reason ('Address already in use'), whatever loop raised it."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _tls_context(section: str, cert: str, key: str) -> ssl.SSLContext:
+    """The listener's TLS context; a certificate or key that cannot be loaded is a ListenError
+    naming the keys, not the database error it would otherwise be reported as."""
+    try:
+        return make_tls_context(cert, key)
+    except OSError as exc:  # ssl.SSLError is one too
+        raise ListenError(f"{section}.tls_cert/{section}.tls_key: cannot load {cert} and {key}: "
+                          f"{exc.strerror or exc}") from None
 
 
 @dataclass
@@ -91,7 +101,7 @@ class RelayServer:
     async def _listen(self, name: str, address: str, *, starttls: bool, implicit: bool) -> None:
         host, port = parse_listen(f"smtp.{name}", address)
         loop = asyncio.get_running_loop()
-        context = (make_tls_context(self.cfg.smtp.tls_cert, self.cfg.smtp.tls_key)
+        context = (_tls_context("smtp", self.cfg.smtp.tls_cert, self.cfg.smtp.tls_key)
                    if starttls or implicit else None)
         try:
             server = await loop.create_server(
@@ -117,6 +127,8 @@ class RelayServer:
             await self._listen("smtps", self.cfg.smtp.implicit_tls_listen, starttls=False, implicit=True)
         http = self.cfg.http
         host, port = parse_listen("http.listen", http.listen)
+        if http.tls_cert:
+            _tls_context("http", http.tls_cert, http.tls_key)  # uvicorn's own error would say "listen"
         try:
             await self.http.start(host, port, certfile=http.tls_cert or None, keyfile=http.tls_key or None)
         except OSError as exc:

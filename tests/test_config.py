@@ -56,6 +56,10 @@ def test_relay_config_env_names_the_file(tmp_path: Path) -> None:
     ("", {"RELAY_SMTP_NOPE": "1"}, "unknown config key smtp.nope (from RELAY_SMTP_NOPE)"),
     ("[smtp]\nimplicit_tls_listen = \"0.0.0.0:465\"\n", {}, "smtp.implicit_tls_listen: needs"),
     ("not toml [", {}, "config file"),
+    ("[server]\nrecovery_after_seconds = 60\n", {},
+     "server.recovery_after_seconds: must be at least upstream.timeout_seconds + 60 (90), got 60"),
+    ("[upstream]\ntimeout_seconds = 300\n", {},
+     "server.recovery_after_seconds: must be at least upstream.timeout_seconds + 60 (360), got 300"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, env: dict[str, str],
                                                message: str) -> None:

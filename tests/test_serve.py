@@ -71,3 +71,28 @@ async def test_serve_on_a_busy_port_is_one_line(db_dsn, tmp_dir) -> None:
     assert proc.returncode == 1
     assert lines == [f"relay: smtp.listen: cannot listen on 127.0.0.1:{port}: Address already in use"]
     assert "Traceback" not in err.decode()
+
+
+async def test_serve_with_a_certificate_it_cannot_load_is_one_line_naming_the_keys(db_dsn, tmp_dir) -> None:
+    """Not 'relay: database: ...', which is what an unloadable certificate used to be reported as."""
+    garbage = tmp_dir / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = {
+        "SMTP": ({"RELAY_SMTP_TLS_CERT": str(tmp_dir / "missing.pem"), "RELAY_SMTP_TLS_KEY": str(garbage)},
+                 f"relay: smtp.tls_cert/smtp.tls_key: cannot load {tmp_dir / 'missing.pem'} and {garbage}: "
+                 "No such file or directory"),
+        "HTTP": ({"RELAY_HTTP_TLS_CERT": str(garbage), "RELAY_HTTP_TLS_KEY": str(garbage)},
+                 f"relay: http.tls_cert/http.tls_key: cannot load {garbage} and {garbage}: "),
+    }
+    for name, (extra, expected) in cases.items():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(),
+                   RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+                   RELAY_SERVER_DATA_DIR=str(tmp_dir), **extra)
+        proc = await asyncio.create_subprocess_exec(RELAY, "serve", env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        lines = [line for line in err.decode().splitlines() if line.startswith("relay: ")]
+        assert proc.returncode == 1, name
+        assert len(lines) == 1 and lines[0].startswith(expected), (name, lines)
+        assert "Traceback" not in err.decode() and "database" not in lines[0]

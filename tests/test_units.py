@@ -110,3 +110,21 @@ def test_dot_free_data_is_sent_as_it_is() -> None:
     data = bytearray(b"Subject: x\r\n\r\nbody\r\n")
     assert _dot_stuffed(data, verified=True, dot_free=True) is data
     assert _dot_stuffed(b"a\r\n.b\r\n", verified=True, dot_free=False) == b"a\r\n..b\r\n"
+
+
+def test_systemd_notify_to_a_stale_socket_is_logged_not_raised(tmp_path, monkeypatch, caplog) -> None:
+    """A NOTIFY_SOCKET left over from an earlier service must not stop relay serve from starting."""
+    import socket
+
+    from relay import systemd
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert systemd.notify("READY=1") is False
+    path = tmp_path / "notify.sock"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    assert systemd.notify("READY=1") is False  # nobody there
+    assert "could not notify systemd" in caplog.text
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        assert systemd.notify("READY=1") is True
+        assert listener.recv(100) == b"READY=1"
