@@ -757,3 +757,23 @@ async def test_every_authenticated_request_is_a_call_whatever_its_body(api: Api)
     assert_failure(await api.send(t.key, content=b"{not json"), 429, "RATE_LIMITED")
     assert_failure(await api.send(t.key, body_for(t)), 429, "RATE_LIMITED")
     await assert_untouched(api.relay, t, 100)
+
+
+async def test_client_hanging_up_mid_body_sends_and_charges_nothing(api: Api) -> None:
+    """A request whose body stops short (the client went away) is not a send: nothing is admitted,
+    relayed or charged, and the server goes on serving."""
+    t = await api.relay.tenant(credits=5)
+    body = json.dumps(body_for(t)).encode()
+    head = (f"POST /v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    _, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(head.encode() + body[: len(body) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the server is reading the body
+    writer.transport.abort()
+    await asyncio.sleep(0.2)
+    await assert_untouched(api.relay, t, 5)
+    assert await api.relay.store.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0
+    response = await api.send(t.key, body_for(t))
+    assert response.status_code == 200 and await api.relay.balance(t) == 4

@@ -412,3 +412,23 @@ async def test_queued_body_that_cannot_be_stored_is_451_and_refunded(relay) -> N
     [row] = await relay.store.logs()
     assert row["status"] == "failed" and row["credits_refunded"] == row["credits_charged"] == 2
     assert await relay.store.queued() == []
+
+
+async def test_client_hanging_up_mid_data_sends_and_charges_nothing(relay) -> None:
+    """A connection that drops in the middle of DATA (no final dot) is not a message: nothing is
+    admitted, relayed or charged, and the next client is served as usual."""
+    t = await relay.tenant(credits=5)
+    raw = await Raw.open(relay.port)
+    assert (await raw.auth(t.key)).startswith("235")
+    assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+    raw.writer.write(message(t.sender)[:-5] + b"\r\nmore of the body, then nothing")
+    await raw.writer.drain()
+    raw.writer.transport.abort()
+    await asyncio.sleep(0.2)
+    assert relay.peer.messages == []
+    assert await relay.balance(t) == 5
+    assert await relay.store.pool.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0
+    reply = await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    assert reply.code == 250 and len(relay.peer.messages) == 1 and await relay.balance(t) == 4
