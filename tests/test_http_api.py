@@ -777,3 +777,31 @@ async def test_client_hanging_up_mid_body_sends_and_charges_nothing(api: Api) ->
         "SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0
     response = await api.send(t.key, body_for(t))
     assert response.status_code == 200 and await api.relay.balance(t) == 4
+
+
+@pytest.mark.parametrize("upstream", ["accepts", "refuses"])
+async def test_database_lost_after_the_debit_is_told_truthfully_and_refunded_by_the_sweep(
+        api: Api, pg, upstream: str) -> None:
+    """As over SMTP: the answer is the upstream's (200 it left, 502 it did not) although the
+    finalize could not be written; the recovery sweep then fails and refunds the row."""
+    from relay.pipeline import recover
+
+    relay = api.relay
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.data_delay = 1.0
+    if upstream == "refuses":
+        relay.peer.handler.data_reply = "550 5.1.1 no such user"
+    sending = asyncio.create_task(api.send(t.key, body_for(t)))
+    await asyncio.wait_for(relay.peer.handler.mail_seen.wait(), 10)  # admitted and charged by now
+    async with database_unreachable(relay, pg.admin_dsn):
+        response = await sending
+    if upstream == "accepts":
+        assert response.status_code == 200 and len(relay.peer.messages) == 1
+    else:
+        assert_failure(response, 502, "RELAY_FAILED")
+        assert relay.peer.messages == []
+    [row] = await relay.store.logs(account_id=t.account_id)
+    assert row["status"] == "sending" and await relay.balance(t) == 9  # the finalize never landed
+    assert await recover(relay.store, 0) == 1
+    assert (await relay.store.message(row["id"]))["status"] == "failed"
+    assert await relay.balance(t) == 10

@@ -432,3 +432,36 @@ async def test_client_hanging_up_mid_data_sends_and_charges_nothing(relay) -> No
     assert await relay.store.pool.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0
     reply = await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
     assert reply.code == 250 and len(relay.peer.messages) == 1 and await relay.balance(t) == 4
+
+
+@pytest.mark.parametrize("upstream", ["accepts", "refuses"])
+async def test_database_lost_after_the_debit_is_told_truthfully_and_refunded_by_the_sweep(
+        relay, pg, upstream: str) -> None:
+    """The admit committed (debit), then the database went away while the upstream had the
+    message. The reply still tells what the upstream said (250: it left; 550: it did not), and the
+    row the finalize could not write is resolved by the recovery sweep: failed and refunded
+    (README, Recovery: never charge for mail we cannot prove left)."""
+    from relay.pipeline import recover
+
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.data_delay = 1.0
+    if upstream == "refuses":
+        relay.peer.handler.data_reply = "550 5.1.1 no such user"
+    client = await login(relay.port, t.key)
+    sending = asyncio.create_task(client.sendmail(t.sender, ["a@dest.test"], message(t.sender)))
+    await asyncio.wait_for(relay.peer.handler.mail_seen.wait(), 10)  # admitted and charged by now
+    async with database_unreachable(relay, pg.admin_dsn):
+        if upstream == "accepts":
+            reply = await sending
+            assert reply[1].startswith("OK: ") and len(relay.peer.messages) == 1
+        else:
+            with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+                await sending
+            assert caught.value.code == 550 and relay.peer.messages == []
+    client.close()
+    [row] = await relay.store.logs(account_id=t.account_id)
+    assert row["status"] == "sending" and await relay.balance(t) == 9  # the finalize never landed
+    assert await recover(relay.store, 0) == 1
+    row = await relay.store.message(row["id"])
+    assert row["status"] == "failed" and row["failure_code"] == 4999
+    assert await relay.balance(t) == 10
