@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -23,6 +24,8 @@ from relay.server import RelayServer
 from relay.store import migrate
 from relay.store.store import Store
 from tests.peer import Peer
+
+T = TypeVar("T")
 
 KEY_SECRET = b"test-key-secret"
 TEMPLATE = "relay_template"
@@ -223,3 +226,28 @@ def tmp_dir() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def lose_the_debit_race(live: LiveRelay, tenant: Tenant, send: Callable[[], Awaitable[T]]) -> T:
+    """Run send while a concurrent spender holds the tenant's last credit (uncommitted): the send's
+    pre-flight still sees the credit, its debit waits on the account row and then finds it spent,
+    which is INSUFFICIENT_FUNDS. The spender commits once the debit is seen waiting."""
+    other = await asyncpg.connect(live.cfg.database.url)
+    try:
+        txn = other.transaction()
+        await txn.start()
+        await other.execute("UPDATE accounts SET credits = credits - 1 WHERE id = $1", tenant.account_id)
+        await other.execute("INSERT INTO credit_ledger (account_id, delta, kind) VALUES ($1, -1, 'debit')",
+                            tenant.account_id)
+        pending = asyncio.ensure_future(send())
+        for _ in range(250):
+            if await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'"):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the debit never waited for the concurrent spender")
+        await txn.commit()
+        return await pending
+    finally:
+        await other.close()

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from email import policy
 
-import asyncpg
 import httpx
 import pytest
 import trustme
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.http_api import HTTP_REPLIES, HttpServer, body_limit, build_app, http_reply
 from relay.outcomes import Outcome, Result
-from tests.conftest import database_unreachable, relay_config, start_relay
+from tests.conftest import database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.http_helpers import Api, assert_failure, assert_untouched, body_for, raw_http, serve_api
 
 SMALL = 5000  # limits.max_message_bytes for the size tests
@@ -292,27 +291,7 @@ async def test_insufficient_credits_is_402_at_preflight_and_at_admit(api: Api) -
 
 async def test_losing_the_debit_race_is_402_insufficient_funds(api: Api) -> None:
     t = await api.relay.tenant(credits=1)
-    other = await asyncpg.connect(api.relay.cfg.database.url)
-    try:
-        # a concurrent spender holds the account row: our pre-flight still sees 1 credit
-        txn = other.transaction()
-        await txn.start()
-        await other.execute("UPDATE accounts SET credits = credits - 1 WHERE id = $1", t.account_id)
-        await other.execute("INSERT INTO credit_ledger (account_id, delta, kind) VALUES ($1, -1, 'debit')",
-                            t.account_id)
-        pending = asyncio.create_task(api.send(t.key, body_for(t)))
-        for _ in range(200):  # until the debit waits on the row lock
-            waiting = await other.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
-        assert waiting, "the debit never waited for the concurrent spender"
-        await txn.commit()
-        response = await pending
-    finally:
-        await other.close()
+    response = await lose_the_debit_race(api.relay, t, lambda: api.send(t.key, body_for(t)))
     assert_failure(response, 402, "INSUFFICIENT_FUNDS")
     await assert_untouched(api.relay, t, 0)
     assert await api.relay.store.logs() == []

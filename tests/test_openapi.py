@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
@@ -29,7 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 from relay.http_api import HTTP_REPLIES, body_limit
 from relay.openapi import DOCUMENT
-from tests.conftest import LiveRelay, Tenant, database_unreachable, relay_config, start_relay
+from tests.conftest import LiveRelay, Tenant, database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.http_helpers import body_for, raw_http
 
 SMALL = 5000  # limits.max_message_bytes of the relay that produces 413 from the content
@@ -223,29 +222,6 @@ async def in_flight(live: LiveRelay, task: asyncio.Task[httpx.Response]) -> Asyn
     await task
 
 
-async def _lose_the_debit_race(live: LiveRelay, http: httpx.AsyncClient) -> httpx.Response:
-    """A send whose pre-flight sees the last credit and whose debit finds it spent: INSUFFICIENT_FUNDS."""
-    t = await live.tenant(credits=1)
-    other = await asyncpg.connect(live.cfg.database.url)
-    try:
-        txn = other.transaction()
-        await txn.start()
-        await other.execute("UPDATE accounts SET credits = credits - 1 WHERE id = $1", t.account_id)
-        await other.execute("INSERT INTO credit_ledger (account_id, delta, kind) VALUES ($1, -1, 'debit')",
-                            t.account_id)
-        pending = asyncio.create_task(send(http, t, body_for(t)))
-
-        async def debit_waits() -> bool:
-            return bool(await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                                             "current_database() AND wait_event_type = 'Lock'"))
-
-        await _until(debit_waits, "the debit waits for the concurrent spender")
-        await txn.commit()
-        return await pending
-    finally:
-        await other.close()
-
-
 def _request_errors(body: Any) -> list[str]:
     """What the document's request body schema of POST /v1/send finds wrong with body."""
     return DOC.errors(_pointer("paths", "/v1/send", "post", "requestBody", "content", "application/json", "schema"),
@@ -356,7 +332,9 @@ async def test_every_documented_send_response_is_real(relay: LiveRelay, http: ht
     # 402 at the pre-flight and at the debit
     broke = await relay.tenant(credits=0)
     assert c.check(await send(http, broke, body_for(broke)), "/v1/send").status_code == 402
-    assert c.check(await _lose_the_debit_race(relay, http), "/v1/send").json()["code"] == "INSUFFICIENT_FUNDS"
+    racer = await relay.tenant(credits=1)
+    raced = await lose_the_debit_race(relay, racer, lambda: send(http, racer, body_for(racer)))
+    assert c.check(raced, "/v1/send").json()["code"] == "INSUFFICIENT_FUNDS"
 
     # 429 with Retry-After
     limited = await relay.tenant(rate=1)

@@ -9,7 +9,7 @@ import aiosmtplib
 import pytest
 
 from relay.config import LimitsConfig
-from tests.conftest import database_unreachable, relay_config, start_relay
+from tests.conftest import database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.smtp_helpers import Raw, login, message, send
 
 
@@ -465,3 +465,16 @@ async def test_database_lost_after_the_debit_is_told_truthfully_and_refunded_by_
     row = await relay.store.message(row["id"])
     assert row["status"] == "failed" and row["failure_code"] == 4999
     assert await relay.balance(t) == 10
+
+
+async def test_losing_the_debit_race_is_451_insufficient_funds(relay) -> None:
+    """MAIL FROM's pre-flight sees the last credit; by the end of DATA a concurrent spender took
+    it: 451 (transient: credits may come back), nothing relayed, nothing logged, no debit."""
+    t = await relay.tenant(credits=1)
+    client = await login(relay.port, t.key)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+        await lose_the_debit_race(relay, t, lambda: client.sendmail(t.sender, ["a@dest.test"], message(t.sender)))
+    assert caught.value.code == 451 and "insufficient funds" in caught.value.message
+    client.close()
+    await assert_untouched(relay, t, 0)
+    assert await relay.store.logs(account_id=t.account_id) == []
