@@ -233,6 +233,7 @@ async def lose_the_debit_race(live: LiveRelay, tenant: Tenant, send: Callable[[]
     pre-flight still sees the credit, its debit waits on the account row and then finds it spent,
     which is INSUFFICIENT_FUNDS. The spender commits once the debit is seen waiting."""
     other = await asyncpg.connect(live.cfg.database.url)
+    pending: asyncio.Future[T] | None = None
     try:
         txn = other.transaction()
         await txn.start()
@@ -250,4 +251,12 @@ async def lose_the_debit_race(live: LiveRelay, tenant: Tenant, send: Callable[[]
         await txn.commit()
         return await pending
     finally:
+        if pending is not None and not pending.done():  # the wait above failed: do not leave the send running
+            pending.cancel()
         await other.close()
+
+
+async def assert_untouched(live: LiveRelay, tenant: Tenant, balance: int) -> None:
+    """Nothing relayed and the balance (and its ledger) as it was."""
+    assert live.peer.messages == []
+    assert await live.balance(tenant) == balance

@@ -82,12 +82,6 @@ def assert_failure(response: httpx.Response, status: int, code: str, error: str 
     return doc
 
 
-async def assert_untouched(live: LiveRelay, tenant: Tenant, balance: int) -> None:
-    """Nothing relayed and the balance (and its ledger) as it was."""
-    assert live.peer.messages == []
-    assert await live.balance(tenant) == balance
-
-
 async def raw_http(port: int, head: str, body: bytes = b"", *,
                    timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     """Write a request (possibly incomplete) on a raw socket; read the response until the server closes."""

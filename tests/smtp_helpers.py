@@ -70,6 +70,13 @@ class Raw:
         token = base64.b64encode(b"\0app\0" + key.encode()).decode()
         return await self.cmd(f"AUTH PLAIN {token}")
 
+    async def begin_data(self, key: str, sender: str, recipient: str = "a@dest.test") -> None:
+        """AUTH, MAIL, RCPT and DATA, each checked, so the next bytes written are message data."""
+        assert (await self.auth(key)).startswith("235")
+        assert (await self.cmd(f"MAIL FROM:<{sender}>")).startswith("250")
+        assert (await self.cmd(f"RCPT TO:<{recipient}>")).startswith("250")
+        assert (await self.cmd("DATA")).startswith("354")
+
     async def closed(self, timeout: float = 5) -> bool:
         """True when the server has closed the connection."""
         try:

@@ -18,17 +18,23 @@ class Recorder:
     def __init__(self, delay: float = 0.01) -> None:
         self.calls: list[list[str]] = []
         self.delay = delay
+        self.gate = asyncio.Event()  # every round trip waits for it: set it to hold them
+        self.gate.set()
+
+    async def _round_trip(self) -> None:
+        await asyncio.sleep(self.delay)
+        await self.gate.wait()
 
     async def one(self, item: str) -> str:
         self.calls.append([item])
-        await asyncio.sleep(self.delay)
+        await self._round_trip()
         if item == "bad":
             raise ValueError("bad item")
         return item.upper()
 
     async def many(self, items: Sequence[str]) -> list[str]:
         self.calls.append(list(items))
-        await asyncio.sleep(self.delay)
+        await self._round_trip()
         if "bad" in items:
             raise ValueError("a bad item spoils the batch")
         return [i.upper() for i in items]
@@ -72,15 +78,18 @@ async def test_a_failing_batch_runs_its_items_alone_and_only_the_bad_one_fails()
 
 
 async def test_a_caller_that_gives_up_strands_nobody_and_its_item_still_runs() -> None:
-    r = Recorder(delay=0.05)
+    r = Recorder()
+    r.gate.clear()  # a's round trip stays in flight until the test says so
     batcher = Batcher(r.one, r.many)
     first = asyncio.create_task(batcher("a"))
     await asyncio.sleep(0)
     others = [asyncio.create_task(batcher(x)) for x in "bc"]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+    assert r.calls == [["a"]]
     first.cancel()  # gives up while its round trip is in flight
     with pytest.raises(asyncio.CancelledError):
         await first
+    r.gate.set()
     assert await asyncio.gather(*others) == ["B", "C"]
     assert r.calls == [["a"], ["b", "c"]]
 

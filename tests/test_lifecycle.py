@@ -11,6 +11,7 @@ import asyncpg
 from relay.pipeline import recover
 from relay.store import migrate
 from tests.conftest import relay_config, start_relay
+from tests.http_helpers import body_for
 from tests.smtp_helpers import Raw, message, send
 
 
@@ -20,7 +21,7 @@ async def test_graceful_stop_finishes_data_in_flight(db_dsn, store, peer) -> Non
     t = await live.tenant(credits=10)
     idle = await Raw.open(live.port)
     sending = asyncio.create_task(send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender)))
-    await asyncio.sleep(0.5)  # the message is with the slow upstream now
+    await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)  # the message is with the slow upstream now
     await live.server.stop(grace=5)
     reply = await sending
     assert reply.code == 250 and len(peer.messages) == 1
@@ -114,13 +115,10 @@ async def test_graceful_stop_waits_for_a_send_whose_client_hung_up(db_dsn, store
     live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
     t = await live.tenant(credits=10)
     raw = await Raw.open(live.port)
-    await raw.auth(t.key)
-    await raw.cmd(f"MAIL FROM:<{t.sender}>")
-    await raw.cmd("RCPT TO:<a@dest.test>")
-    await raw.cmd("DATA")
+    await raw.begin_data(t.key, t.sender)
     raw.writer.write(message(t.sender) + b".\r\n")
     await raw.writer.drain()
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)  # admitted, with the slow upstream
     raw.writer.transport.abort()
     await live.server.stop(grace=5)  # returns only once the send is settled
     [row] = await store.logs()
@@ -134,11 +132,11 @@ async def test_graceful_stop_waits_for_an_api_send_whose_client_hung_up(db_dsn, 
     peer.handler.data_delay = 1.0
     live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
     t = await live.tenant(credits=10)
-    body = {"from": t.sender, "to": "a@dest.test", "subject": "s", "text": "hello"}
+    body = body_for(t, to="a@dest.test")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.server.port('http')}") as http:
         request = asyncio.create_task(http.post("/v1/send", json=body,
                                                 headers={"Authorization": f"Bearer {t.key}"}))
-        await asyncio.sleep(0.3)  # admitted, waiting for the slow upstream
+        await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)  # admitted, waiting for the slow upstream
         request.cancel()  # the client goes away
         with contextlib.suppress(asyncio.CancelledError):
             await request

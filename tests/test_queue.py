@@ -355,7 +355,7 @@ async def test_shutdown_lets_the_delivery_in_hand_finish_and_claims_no_more(db_d
     first, second = await queue_one(live, t), await queue_one(live, t)
     peer.handler.data_delay = 1.0
     assert await store.release(datetime.now(UTC)) == 2
-    await asyncio.sleep(0.3)  # the worker is delivering one of them
+    await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)  # the worker is delivering one of them
     await live.server.stop(grace=5)
     statuses = sorted([(await store.message(first))["status"], (await store.message(second))["status"]])
     assert statuses == ["queued", "sent"]  # the one in hand went out; the other waits for the next start

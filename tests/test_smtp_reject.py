@@ -9,13 +9,8 @@ import aiosmtplib
 import pytest
 
 from relay.config import LimitsConfig
-from tests.conftest import database_unreachable, lose_the_debit_race, relay_config, start_relay
+from tests.conftest import assert_untouched, database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.smtp_helpers import Raw, login, message, send
-
-
-async def assert_untouched(relay, tenant, balance: int) -> None:
-    assert relay.peer.messages == []
-    assert await relay.balance(tenant) == balance
 
 
 async def test_mail_before_auth_is_530(relay) -> None:
@@ -282,10 +277,7 @@ async def test_stuffing_dots_do_not_count_toward_the_size_limit(db_dsn, store, p
         assert len(exact) == 2000
         for data, code in ((exact, 250), (exact + b"y\r\n", 550)):
             raw = await Raw.open(live.port)
-            await raw.auth(t.key)
-            await raw.cmd(f"MAIL FROM:<{t.sender}>")
-            await raw.cmd("RCPT TO:<a@dest.test>")
-            await raw.cmd("DATA")
+            await raw.begin_data(t.key, t.sender)
             reply = await raw.cmd(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
             assert reply.startswith(str(code)), reply
             raw.close()
@@ -419,14 +411,15 @@ async def test_client_hanging_up_mid_data_sends_and_charges_nothing(relay) -> No
     admitted, relayed or charged, and the next client is served as usual."""
     t = await relay.tenant(credits=5)
     raw = await Raw.open(relay.port)
-    assert (await raw.auth(t.key)).startswith("235")
-    assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await raw.begin_data(t.key, t.sender)
     raw.writer.write(message(t.sender)[:-5] + b"\r\nmore of the body, then nothing")
     await raw.writer.drain()
     raw.writer.transport.abort()
-    await asyncio.sleep(0.2)
+    for _ in range(250):  # until the relay has seen the connection go
+        if not relay.server.channel.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not relay.server.channel.connections and not relay.server.pipeline.in_flight
     assert relay.peer.messages == []
     assert await relay.balance(t) == 5
     assert await relay.store.pool.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0

@@ -190,13 +190,10 @@ async def test_client_hanging_up_during_relay_leaves_no_charge_in_between(relay)
     t = await relay.tenant(credits=10)
     relay.peer.handler.data_delay = 0.5
     raw = await Raw.open(relay.port)
-    await raw.auth(t.key)
-    await raw.cmd(f"MAIL FROM:<{t.sender}>")
-    await raw.cmd("RCPT TO:<a@dest.test>")
-    await raw.cmd("DATA")
+    await raw.begin_data(t.key, t.sender)
     raw.writer.write(message(t.sender) + b".\r\n")
     await raw.writer.drain()
-    await asyncio.sleep(0.2)  # admitted and with the upstream now
+    await asyncio.wait_for(relay.peer.handler.mail_seen.wait(), 10)  # admitted and with the upstream now
     raw.writer.transport.abort()
     for _ in range(50):
         rows = await relay.store.logs()
@@ -213,10 +210,7 @@ async def test_data_arriving_a_byte_at_a_time_ends_and_unstuffs_exactly(relay, d
     """Every chunk boundary falls somewhere in an end marker or a dot-stuffed line once."""
     t = await relay.tenant()
     raw = await Raw.open(relay.port)
-    assert (await raw.auth(t.key)).startswith("235")
-    assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await raw.begin_data(t.key, t.sender)
     lines = ["..a", "b", "..", ".\t", "c."] if dots else ["a", "b.", "c"]
     wire = (f"From: {t.sender}\r\nSubject: s\r\n\r\n" + "".join(f"{x}\r\n" for x in lines)).encode()
     for i in range(len(wire)):

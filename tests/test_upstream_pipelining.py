@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -22,6 +24,13 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
     await p.stop()
 
 
+@pytest.fixture
+async def upstream(peer: Peer) -> AsyncIterator[SmtpUpstream]:
+    u = SmtpUpstream(peer.url, timeout=5)
+    yield u
+    await u.close()
+
+
 async def _deliver(upstream: SmtpUpstream, *recipients: str):
     return await upstream.deliver("app@example.com", list(recipients), MESSAGE, crlf_verified=True)
 
@@ -34,32 +43,24 @@ async def _then_one_more_goes_through(upstream: SmtpUpstream, peer: Peer, before
     assert peer.handler.connections == 1
 
 
-async def test_a_message_goes_through_whole(peer: Peer) -> None:
-    upstream = SmtpUpstream(peer.url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net", "b@example.net")
-        assert delivery.verdict is Verdict.SENT and delivery.refused == ()
-        assert delivery.reply.startswith("250 2.0.0 Ok: queued as PEER1")
-        [got] = peer.messages
-        assert got.mail_from == "app@example.com" and got.recipients == ["a@example.net", "b@example.net"]
-        assert got.data == MESSAGE  # dot-stuffing undone by the peer: the bytes arrived as given
-        assert peer.handler.mail_options == [[f"SIZE={len(MESSAGE)}"]]
-        await _then_one_more_goes_through(upstream, peer, 1)
-    finally:
-        await upstream.close()
+async def test_a_message_goes_through_whole(peer: Peer, upstream: SmtpUpstream) -> None:
+    delivery = await _deliver(upstream, "a@example.net", "b@example.net")
+    assert delivery.verdict is Verdict.SENT and delivery.refused == ()
+    assert delivery.reply.startswith("250 2.0.0 Ok: queued as PEER1")
+    [got] = peer.messages
+    assert got.mail_from == "app@example.com" and got.recipients == ["a@example.net", "b@example.net"]
+    assert got.data == MESSAGE  # dot-stuffing undone by the peer: the bytes arrived as given
+    assert peer.handler.mail_options == [[f"SIZE={len(MESSAGE)}"]]
+    await _then_one_more_goes_through(upstream, peer, 1)
 
 
-async def test_one_recipient_refused_the_rest_delivered(peer: Peer) -> None:
+async def test_one_recipient_refused_the_rest_delivered(peer: Peer, upstream: SmtpUpstream) -> None:
     peer.handler.rcpt_replies["bad@example.net"] = "550 5.1.1 no such user"
-    upstream = SmtpUpstream(peer.url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net", "bad@example.net", "c@example.net")
-        assert delivery.verdict is Verdict.SENT and delivery.refused == ("bad@example.net",)
-        assert "refused: bad@example.net (550)" in delivery.reply
-        assert peer.messages[0].recipients == ["a@example.net", "c@example.net"]
-        await _then_one_more_goes_through(upstream, peer, 1)
-    finally:
-        await upstream.close()
+    delivery = await _deliver(upstream, "a@example.net", "bad@example.net", "c@example.net")
+    assert delivery.verdict is Verdict.SENT and delivery.refused == ("bad@example.net",)
+    assert "refused: bad@example.net (550)" in delivery.reply
+    assert peer.messages[0].recipients == ["a@example.net", "c@example.net"]
+    await _then_one_more_goes_through(upstream, peer, 1)
 
 
 @pytest.mark.parametrize(("stage", "reply", "verdict"), [
@@ -71,22 +72,18 @@ async def test_one_recipient_refused_the_rest_delivered(peer: Peer) -> None:
     ("data", "452 4.3.1 out of space", Verdict.TRANSIENT),
 ])
 async def test_refusals_at_each_stage_send_nothing_and_keep_the_connection(
-        peer: Peer, stage: str, reply: str, verdict: Verdict) -> None:
+        peer: Peer, upstream: SmtpUpstream, stage: str, reply: str, verdict: Verdict) -> None:
     if stage == "mail":
         peer.handler.mail_reply = reply
     elif stage == "rcpt":
         peer.handler.rcpt_replies.update({"a@example.net": reply, "b@example.net": reply})
     else:
         peer.handler.data_reply = reply
-    upstream = SmtpUpstream(peer.url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net", "b@example.net")
-        assert delivery.verdict is verdict and delivery.reply == reply
-        assert peer.messages == []
-        peer.handler.mail_reply = peer.handler.data_reply = None
-        await _then_one_more_goes_through(upstream, peer, 0)
-    finally:
-        await upstream.close()
+    delivery = await _deliver(upstream, "a@example.net", "b@example.net")
+    assert delivery.verdict is verdict and delivery.reply == reply
+    assert peer.messages == []
+    peer.handler.mail_reply = peer.handler.data_reply = None
+    await _then_one_more_goes_through(upstream, peer, 0)
 
 
 async def test_with_pipelining_a_message_is_two_writes() -> None:
@@ -138,7 +135,28 @@ class _Wrapped:
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def _scripted(script: Script) -> tuple[asyncio.Server, str, list[bytes]]:
+@dataclass
+class Scripted:
+    """A scripted server's session, seen from the test: the upstream relay would use, and what
+    else the client sent before it hung up (filled once it has)."""
+
+    upstream: SmtpUpstream
+    server: asyncio.Server
+    seen: list[bytes]
+
+    async def ended(self) -> None:
+        """Stop the server once its session has seen the client hang up."""
+        for _ in range(200):
+            if self.seen:
+                break
+            await asyncio.sleep(0.01)
+        self.server.close()
+        assert self.seen, "the client never hung up"
+
+
+@contextlib.asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[Scripted]:
+    """A server that greets, answers EHLO with PIPELINING, then runs script; an upstream to it."""
     seen: list[bytes] = []
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -153,17 +171,12 @@ async def _scripted(script: Script) -> tuple[asyncio.Server, str, list[bytes]]:
 
     server = await asyncio.start_server(session, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"smtp://127.0.0.1:{port}", seen
-
-
-async def _ended(server: asyncio.Server, seen: list[bytes]) -> None:
-    """Stop the scripted server once its session has seen the client hang up."""
-    for _ in range(200):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
-    server.close()
-    assert seen, "the client never hung up"
+    it = Scripted(SmtpUpstream(f"smtp://127.0.0.1:{port}", timeout=5), server, seen)
+    try:
+        yield it
+    finally:
+        await it.upstream.close()
+        await it.ended()
 
 
 async def _group(reader: asyncio.StreamReader, count: int) -> list[bytes]:
@@ -190,18 +203,13 @@ async def test_replies_arriving_together_or_in_pieces_are_all_read(split: str) -
         got.append(await reader.readline())  # QUIT, at close
         writer.write(b"221 bye\r\n")
 
-    server, url, seen = await _scripted(script)
-    upstream = SmtpUpstream(url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net", "bad@example.net")
+    async with scripted(script) as run:
+        delivery = await _deliver(run.upstream, "a@example.net", "bad@example.net")
         assert delivery.verdict is Verdict.SENT and delivery.refused == ("bad@example.net",)
         assert delivery.reply.startswith("250 2.0.0 queued; refused: bad@example.net (550)")
         assert got[:4] == [b"MAIL FROM:<app@example.com>\r\n",
                            b"RCPT TO:<a@example.net>\r\n", b"RCPT TO:<bad@example.net>\r\n", b"DATA\r\n"]
         assert got[4] == MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n"
-    finally:
-        await upstream.close()
-        await _ended(server, seen)
 
 
 async def test_data_taken_with_every_recipient_refused_hangs_up_without_sending() -> None:
@@ -212,17 +220,12 @@ async def test_data_taken_with_every_recipient_refused_hangs_up_without_sending(
         await _group(reader, 3)
         writer.write(b"250 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n")
 
-    server, url, seen = await _scripted(script)
-    upstream = SmtpUpstream(url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "bad@example.net")
+    async with scripted(script) as run:
+        delivery = await _deliver(run.upstream, "bad@example.net")
         assert delivery.verdict is Verdict.PERMANENT and delivery.reply == "550 5.1.1 no such user"
-        await _ended(server, seen)
-        assert seen == [b""]  # not a byte of the message, not even the final dot
-        assert upstream._idle == []  # that connection is not reused
-    finally:
-        await upstream.close()
-        await _ended(server, seen)
+        await run.ended()
+        assert run.seen == [b""]  # not a byte of the message, not even the final dot
+        assert run.upstream._idle == []  # that connection is not reused
 
 
 async def test_a_server_that_hangs_up_mid_group_is_a_transient_failure() -> None:
@@ -231,15 +234,10 @@ async def test_a_server_that_hangs_up_mid_group_is_a_transient_failure() -> None
         writer.write(b"250 ok\r\n")
         writer.close()  # two replies short
 
-    server, url, seen = await _scripted(script)
-    upstream = SmtpUpstream(url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net")
+    async with scripted(script) as run:
+        delivery = await _deliver(run.upstream, "a@example.net")
         assert delivery.verdict is Verdict.TRANSIENT and "upstream connection failed" in delivery.reply
-        assert upstream._idle == []
-    finally:
-        await upstream.close()
-        await _ended(server, seen)
+        assert run.upstream._idle == []
 
 
 async def test_a_reply_beyond_the_group_is_not_taken_for_the_next_one() -> None:
@@ -256,14 +254,9 @@ async def test_a_reply_beyond_the_group_is_not_taken_for_the_next_one() -> None:
         await reader.readline()  # QUIT, at close
         writer.write(b"221 bye\r\n")
 
-    server, url, seen = await _scripted(script)
-    upstream = SmtpUpstream(url, timeout=5)
-    try:
-        delivery = await _deliver(upstream, "a@example.net")
+    async with scripted(script) as run:
+        delivery = await _deliver(run.upstream, "a@example.net")
         assert delivery.verdict is Verdict.PERMANENT and delivery.reply == "554 5.6.0 content refused"
-    finally:
-        await upstream.close()
-        await _ended(server, seen)
 
 
 def test_pipelining_works_on_uvloop_the_servers_loop() -> None:
