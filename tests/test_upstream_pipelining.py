@@ -278,3 +278,23 @@ def test_pipelining_works_on_uvloop_the_servers_loop() -> None:
             await peer.stop()
 
     assert uvloop.run(scenario()) == [Verdict.SENT] * 3
+
+
+async def test_the_deadline_counts_the_wait_for_a_free_connection(peer: Peer) -> None:
+    """With every pooled connection busy on a stalled upstream, a waiting send gives up at the
+    deadline like any other: the recovery sweep's margin over the timeout relies on it."""
+    peer.handler.data_delay = 3.0
+    upstream = SmtpUpstream(peer.url, timeout=1, pool_size=1)
+    loop = asyncio.get_running_loop()
+
+    async def timed(recipient: str) -> tuple[Verdict, float]:
+        started = loop.time()
+        delivery = await _deliver(upstream, recipient)
+        return delivery.verdict, loop.time() - started
+
+    try:
+        (first, _), (second, waited) = await asyncio.gather(timed("a@example.net"), timed("b@example.net"))
+        assert first is second is Verdict.TRANSIENT
+        assert waited < 1.5  # its own second, not the first send's second and then one more
+    finally:
+        await upstream.close()

@@ -320,17 +320,21 @@ class SmtpUpstream:
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
-        """One relay attempt within the total deadline; any failure is a Delivery, never a raise."""
-        async with self._slots:
-            self._busy += 1
-            try:
-                async with asyncio.timeout(self.timeout):
+        """One relay attempt within the total deadline; any failure is a Delivery, never a raise.
+
+        The deadline includes the wait for a free connection: a message is 'sending' from its
+        admit on, and the recovery sweep counts on no send lasting much past the timeout.
+        """
+        try:
+            async with asyncio.timeout(self.timeout), self._slots:
+                self._busy += 1
+                try:
                     return await self._attempt(mail_from, recipients, data, crlf_verified, dot_free)
-            except TimeoutError:
-                return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
-                                int(for_timeout()))
-            finally:
-                self._busy -= 1
+                finally:
+                    self._busy -= 1
+        except TimeoutError:
+            return Delivery(Verdict.TRANSIENT, f"upstream did not answer within {self.timeout:g}s",
+                            int(for_timeout()))
 
     async def _attempt(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray,
                        verified: bool, dot_free: bool) -> Delivery:
