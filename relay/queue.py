@@ -136,6 +136,8 @@ class QueueWorker:
                     # a bug must not stop delivery for good: the claim rolled back, try again later
                     log.exception("queue worker: unexpected error, will retry")
                 self._wake.clear()
+                if self._stopping:  # stop() came during the delivery: its wake-up was just cleared
+                    break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.queue.poll_seconds)
         finally:

@@ -361,3 +361,20 @@ async def test_shutdown_lets_the_delivery_in_hand_finish_and_claims_no_more(db_d
     assert statuses == ["queued", "sent"]  # the one in hand went out; the other waits for the next start
     assert len(peer.messages) == 1
     assert await live.balance(t) == 8  # both charged once; nothing refunded, nothing lost
+
+
+async def test_stop_while_looking_for_due_messages_returns_at_once(relay) -> None:
+    """stop() arriving while the worker queries for due messages must not be forgotten: the worker
+    used to clear that wake-up and sleep out its whole poll interval (the shutdown grace, by default)."""
+    slow_poll = QueueConfig(rate_per_second=1000, poll_seconds=30, retry_base_seconds=60, retry_max_seconds=3600)
+    w = worker(relay.store, relay.peer, lambda: datetime.now(UTC), slow_poll)
+    deliver_due = w.deliver_due
+
+    async def stopped_meanwhile(*args, **kwargs):
+        tally = await deliver_due(*args, **kwargs)  # the real query: nothing is due
+        w.stop()
+        return tally
+
+    w.deliver_due = stopped_meanwhile  # type: ignore[method-assign]
+    await asyncio.wait_for(w.run(), 5)
+    await w.upstream.close()
