@@ -155,14 +155,15 @@ class Scripted:
 
 
 @contextlib.asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[Scripted]:
-    """A server that greets, answers EHLO with PIPELINING, then runs script; an upstream to it."""
+async def scripted(script: Script, ehlo: bytes = b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                   ) -> AsyncIterator[Scripted]:
+    """A server that greets, answers EHLO (with PIPELINING), then runs script; an upstream to it."""
     seen: list[bytes] = []
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 scripted ESMTP\r\n")
         assert (await reader.readline()).startswith(b"EHLO")
-        writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        writer.write(ehlo)
         try:
             await script(reader, writer)
             seen.append(await reader.read())  # whatever else the client sent before it hung up
@@ -298,3 +299,38 @@ async def test_the_deadline_counts_the_wait_for_a_free_connection(peer: Peer) ->
         assert waited < 1.5  # its own second, not the first send's second and then one more
     finally:
         await upstream.close()
+
+
+async def test_a_malformed_reply_in_the_group_ends_the_connection() -> None:
+    """After a reply that cannot be read, the ones behind it no longer pair with the commands, and
+    the server may be in its data phase: an RSET there would be message text. Hang up instead."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _group(reader, 3)
+        writer.write(b"250 ok\r\n2x0 weird\r\n354 go ahead\r\n")
+
+    async with scripted(script) as run:
+        delivery = await _deliver(run.upstream, "a@example.net")
+        assert delivery.verdict is Verdict.TRANSIENT and "Malformed" in delivery.reply
+        await run.ended()
+        assert run.seen == [b""]  # no RSET, no message data
+        assert run.upstream._idle == []
+
+
+async def test_an_upstream_that_refuses_ehlo_gets_helo_and_one_command_at_a_time() -> None:
+    got: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for reply in (b"250 hello\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go ahead\r\n"):
+            got.append(await reader.readline())  # HELO, MAIL, RCPT, DATA: each alone
+            writer.write(reply)
+        got.append(await reader.readuntil(b"\r\n.\r\n"))
+        writer.write(b"250 2.0.0 queued\r\n")
+        await reader.readline()  # QUIT, at close
+        writer.write(b"221 bye\r\n")
+
+    async with scripted(script, ehlo=b"502 5.5.2 EHLO not supported\r\n") as run:
+        delivery = await _deliver(run.upstream, "a@example.net")
+        assert delivery.verdict is Verdict.SENT
+        assert got[0].startswith(b"HELO ") and got[1:4] == [
+            b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<a@example.net>\r\n", b"DATA\r\n"]

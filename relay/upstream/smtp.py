@@ -186,7 +186,13 @@ class _Client(aiosmtplib.SMTP):
         if any(COMMAND_INJECTION_REGEX.search(c) for c in commands):
             raise ValueError("Command arg contains a prohibited control character")
         try:
-            replies = await protocol.pipelined(b"\r\n".join(commands) + b"\r\n", len(commands))
+            try:
+                replies = await protocol.pipelined(b"\r\n".join(commands) + b"\r\n", len(commands))
+            except BaseException:
+                # a malformed or missing reply: the rest no longer pair with the commands (the
+                # server may even be reading message data), so this connection is done
+                self.close()
+                raise
             mail, start = replies[0], replies[-1]
             refused = {r: reply for r, reply in zip(recipients, replies[1:-1], strict=True)
                        if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward)}
@@ -213,8 +219,7 @@ async def _transaction(client: _Client, mail_from: str, recipients: Sequence[str
     to compute SIZE (our data is CRLF-clean, so SIZE is its length); RSET after a refusal.
     Pipelined where the server allows it: two round trips instead of three plus one per recipient."""
     try:
-        if client.last_ehlo_response is None:
-            await client.ehlo()  # the extensions are only known after EHLO
+        await client._ehlo_or_helo_if_needed()  # EHLO, or HELO where EHLO is refused
         options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
         stuffed = _dot_stuffed(data, verified, dot_free) if client.can_pipeline(mail_from, recipients) else None
         if stuffed is not None:
