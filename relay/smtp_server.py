@@ -368,20 +368,19 @@ class RelaySMTP(SMTP):
         search_from = 0
         dropped = 0
         dots = 0  # dot-stuffed lines: their extra dot counts in no size (RFC 1870)
-        # One search per chunk finds both the end marker and dot-stuffed lines: every line that
-        # starts with a dot is a CRLF "." in buf, and the usual message has none at all.
+        # Per chunk, one search for the end marker and one count of dot-stuffed lines (every
+        # line that starts with a dot is a CRLF "." in buf); no Python step per line, so a
+        # message of nothing but dot lines costs what any other does.
         while True:
-            at = buf.find(b"\r\n.", search_from)
-            if at >= 0 and at + 5 <= len(buf):
-                if buf[at + 3:at + 5] == b"\r\n":
-                    end = at
-                    break
-                dots += 1
-                search_from = at + 3
-                continue
-            # undecided until more arrives: a CRLF "." whose next two bytes are missing, or one
-            # that may straddle the next chunk
-            search_from = at if at >= 0 else max(search_from, len(buf) - 2)
+            end = buf.find(b"\r\n.\r\n", search_from)
+            if end >= 0:
+                dots += buf.count(b"\r\n.", search_from, end)
+                break
+            # a CRLF "." starting in the last 4 bytes may still turn out to be the end marker:
+            # those are looked at again with the next chunk; every one before is a dot line
+            undecided = max(search_from, len(buf) - 4)
+            dots += buf.count(b"\r\n.", search_from, undecided + 2)
+            search_from = undecided
             if len(buf) + dropped - dots > limit + 5:
                 # over the limit: keep reading to the end marker, but stop keeping the data
                 dropped += search_from

@@ -9,7 +9,10 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay.smtp_server import RelaySMTP
 from tests.smtp_helpers import Raw, login, message, send
 
 
@@ -226,3 +229,47 @@ async def test_data_arriving_a_byte_at_a_time_ends_and_unstuffs_exactly(relay, d
     [received] = relay.peer.messages
     unstuffed = [x[1:] if x.startswith(".") else x for x in lines]
     assert received.data.endswith(b"\r\n\r\n" + "".join(f"{x}\r\n" for x in unstuffed).encode())
+
+
+class _Chunks:
+    """A stream reader that hands out the given pieces, one per read (the relay's DATA reader
+    only calls read and puts leftovers back into _buffer)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self._buffer = bytearray()
+
+    async def read(self, n: int) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+class _DataReader:
+    _read_data = RelaySMTP._read_data
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._reader = _Chunks(pieces)
+        self.channel = type("C", (), {"max_message_bytes": 10_000_000})()
+
+    def _reset_timeout(self) -> None:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".a", b"a.", b"x", b"xyz", b"\r", b"..\r"]), max_size=12),
+       st.lists(st.integers(1, 6), max_size=30))
+async def test_data_reader_ends_and_unstuffs_exactly_however_the_bytes_are_cut(lines: list[bytes],
+                                                                               cuts: list[int]) -> None:
+    """The DATA reader against the plain definition, for any split of the wire into reads."""
+    lines = [x for x in lines if x != b"."]  # a line of one dot is the end marker, not content
+    wire = b"".join((b"." + x if x.startswith(b".") else x) + b"\r\n" for x in lines) + b".\r\nNOOP\r\n"
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(wire[at:at + cut])
+        at += cut
+    pieces.append(wire[at:])
+    reader = _DataReader([p for p in pieces if p])
+    data, _, dotted = await reader._read_data()
+    assert bytes(data) == b"\r\n" + b"".join(x + b"\r\n" for x in lines)
+    assert dotted == any(x.startswith(b".") for x in lines)
+    # what came after the end marker is left for the command reader, not a byte more or less
+    assert bytes(reader._reader._buffer) + b"".join(reader._reader.pieces) == b"NOOP\r\n"
