@@ -79,11 +79,11 @@ class Pipeline:
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
 
-    async def _principal(self, key_id: str) -> Principal | None:
+    async def _principal(self, key_id: str, *, fresh: bool = False) -> Principal | None:
         """A key's lookup, reused for key_cache_seconds (relay_open re-checks 'enabled' on every call)."""
         now = time.monotonic()
         cached = self._principals.get(key_id)
-        if cached is not None and now - cached[0] < self.key_cache_seconds:
+        if not fresh and cached is not None and now - cached[0] < self.key_cache_seconds:
             return cached[1]
         principal = await self.store.load_principal(key_id)
         if principal is not None and self.key_cache_seconds > 0:
@@ -104,6 +104,9 @@ class Pipeline:
             return reject(Outcome.KEY_INVALID, "invalid API key")
         try:
             principal = await self._principal(parsed.key_id)
+            if principal is not None and not keys.verify(self.key_secret, parsed.secret, principal.digest):
+                # the cached lookup may predate a rotation: the new secret works at once
+                principal = await self._principal(parsed.key_id, fresh=True)
         except TRANSIENT_ERRORS:
             log.exception("key lookup failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
