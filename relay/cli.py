@@ -19,8 +19,7 @@ from relay import keys
 from relay.addresses import is_valid_sender_pattern
 from relay.config import Config, ConfigError, load_config
 from relay.embedded import EmbeddedError
-from relay.runtime import NotMigrated, database, key_secret
-from relay.server import ListenError
+from relay.runtime import ListenError, NotMigrated, database, key_secret
 from relay.store import migrate as migrations
 from relay.store.store import Store, StoreError, as_dict
 

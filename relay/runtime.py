@@ -16,6 +16,10 @@ from relay.store import migrate
 from relay.store.store import Store
 
 
+class ListenError(Exception):
+    """A listener could not be set up (bound, or its certificate loaded); one line names the config key."""
+
+
 class NotMigrated(Exception):
     """The database lacks migrations; `relay migrate` fixes it."""
 

@@ -18,16 +18,13 @@ from relay.config import Config, parse_listen
 from relay.http_api import HttpServer, build_app
 from relay.pipeline import Pipeline, recover
 from relay.queue import QueueWorker, utcnow
+from relay.runtime import ListenError
 from relay.smtp_server import AuthThrottle, Channel, RelaySMTP, make_tls_context
 from relay.store.store import Store
 from relay.upstream.base import Upstream
 from relay.upstream.factory import make_upstream
 
 log = logging.getLogger(__name__)
-
-
-class ListenError(Exception):
-    """A listener could not be set up (bound, or its certificate loaded); one line names the config key."""
 
 
 def _reason(exc: OSError) -> str:
@@ -99,7 +96,8 @@ class RelayServer:
         )
 
     async def _listen(self, name: str, address: str, *, starttls: bool, implicit: bool) -> None:
-        host, port = parse_listen(f"smtp.{name}", address)
+        key = "smtp.listen" if name == "smtp" else "smtp.implicit_tls_listen"
+        host, port = parse_listen(key, address)
         loop = asyncio.get_running_loop()
         context = (_tls_context("smtp", self.cfg.smtp.tls_cert, self.cfg.smtp.tls_key)
                    if starttls or implicit else None)
@@ -109,7 +107,6 @@ class RelayServer:
                 ssl=context if implicit else None, reuse_address=True, start_serving=True,
             )
         except OSError as exc:
-            key = "smtp.listen" if name == "smtp" else "smtp.implicit_tls_listen"
             raise ListenError(f"{key}: cannot listen on {address}: {_reason(exc)}") from None
         bound = server.sockets[0].getsockname()
         self.listeners.append(Listener(name, server, int(bound[1])))

@@ -432,7 +432,8 @@ class Store:
         return Admission(row["status"], row["original_id"], row["original_reply"])
 
     async def _admit_many(self, batch: Sequence[_Admit]) -> list[Admission]:
-        ordered, order = _in_lock_order(batch, lambda a: (a.account_id, a.sender, a.idempotency_key or ""))
+        # relay_admit locks the idempotency key's row, then the account, then the sender's count
+        ordered, order = _in_lock_order(batch, lambda a: (a.account_id, a.idempotency_key or "", a.sender))
         rows = await self.pool.fetch(
             ADMIT_MANY_SQL, [a.message_id for a in ordered], [a.channel for a in ordered],
             [a.key_id for a in ordered], [a.account_id for a in ordered], [a.sender for a in ordered],
