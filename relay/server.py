@@ -9,7 +9,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -131,49 +131,47 @@ class RelayServer:
         except OSError as exc:
             raise ListenError(f"http.listen: cannot listen on {http.listen}: {_reason(exc)}") from None
         log.info("HTTP%s listening on %s:%s", "S" if http.tls_cert else "", host, self.http.port)
-        self._tasks.append(asyncio.create_task(self._sweep(), name="recovery-sweep"))
-        self._tasks.append(asyncio.create_task(self._cleanup(), name="retention"))
-        self._tasks.append(asyncio.create_task(self._gauges(), name="gauges"))
+        metrics.UPSTREAM_IN_USE.set_function(lambda: self.pipeline.upstream.in_use)
+        sweep_period = max(5.0, self.cfg.server.recovery_after_seconds / 2)
+        for name, period, work, wait_first in (
+            ("recovery sweep", sweep_period, self._recover, True),
+            ("retention cleanup", self.cfg.retention.cleanup_interval_seconds, self._clean, False),
+            ("gauge refresh", 15.0, self.refresh_gauges, False),
+        ):
+            self._tasks.append(asyncio.create_task(self._every(period, name, work, wait_first=wait_first), name=name))
         if self.cfg.queue.worker:
             self._queue_task = asyncio.create_task(self.queue_worker.run(), name="queue-worker")
             self._tasks.append(self._queue_task)
         systemd.notify("READY=1")
 
-    async def _sweep(self) -> None:
-        """Periodically resolve rows stranded by another instance that died."""
-        period = max(5.0, self.cfg.server.recovery_after_seconds / 2)
-        while True:
+    @staticmethod
+    async def _every(period: float, what: str, work: Callable[[], Awaitable[object]], *,
+                     wait_first: bool = False) -> None:
+        """Run work every period seconds for the server's lifetime; a failure is logged, never fatal."""
+        if wait_first:
             await asyncio.sleep(period)
+        while True:
             try:
-                await recover(self.store, self.cfg.server.recovery_after_seconds)
+                await work()
             except Exception:  # a background loop must outlive any one failure
-                log.exception("recovery sweep failed; will retry")
+                log.exception("%s failed; will retry", what)
+            await asyncio.sleep(period)
+
+    async def _recover(self) -> None:
+        """Resolve rows stranded by an instance that died (this one included, before a restart)."""
+        await recover(self.store, self.cfg.server.recovery_after_seconds)
 
     async def refresh_gauges(self) -> None:
         """Set the gauges a scrape cannot compute itself (the queue depth needs a query)."""
-        metrics.UPSTREAM_IN_USE.set_function(lambda: self.pipeline.upstream.in_use)
         metrics.QUEUE_DEPTH.set(await self.store.queue_depth())
 
-    async def _gauges(self) -> None:
-        while True:
-            try:
-                await self.refresh_gauges()
-            except Exception:  # a background loop must outlive any one failure
-                log.warning("gauge refresh failed", exc_info=True)
-            await asyncio.sleep(15)
-
-    async def _cleanup(self) -> None:
-        """Retention: delete old bodies and log rows in batches, every cleanup interval."""
+    async def _clean(self) -> None:
+        """Retention: delete old bodies and log rows, a batch at a time."""
         retention = self.cfg.retention
-        while True:
-            try:
-                removed = await self.store.cleanup(keep_bodies_hours=retention.keep_bodies_hours,
-                                                   log_days=retention.log_days, batch=retention.batch_size)
-                if any(removed.values()):
-                    log.info("retention: removed %s", removed)
-            except Exception:  # a background loop must outlive any one failure
-                log.exception("retention cleanup failed; will retry")
-            await asyncio.sleep(retention.cleanup_interval_seconds)
+        removed = await self.store.cleanup(keep_bodies_hours=retention.keep_bodies_hours,
+                                           log_days=retention.log_days, batch=retention.batch_size)
+        if any(removed.values()):
+            log.info("retention: removed %s", removed)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let DATA in progress finish (up to grace seconds), then close everything."""
