@@ -9,7 +9,8 @@ from relay.store.store import SenderRule
 
 # RFC 5321 dot-atom local part (quoted local parts are legal but are refused here: transactional
 # senders never need them and they are a favourite of header-injection tricks)
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"  # RFC 5322 atext, as a regex character class body
+_LOCAL = re.compile(rf"^[{ATEXT}]+(\.[{ATEXT}]+)*$")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 

@@ -10,6 +10,8 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import Any
 
+from relay.addresses import ATEXT
+
 _CRLF = b"\r\n"
 _BLANK_LINE = b"\r\n\r\n"
 
@@ -25,7 +27,7 @@ _FROM_PARSE_BUDGET = 8192
 _MAX_HELO = 255
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PROTOCOL = re.compile(r"[A-Za-z0-9-]+")
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_ATOM = re.compile(rf"[{ATEXT}]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]+")
 
 

@@ -20,15 +20,16 @@ from email import policy, quoprimime
 from email.headerregistry import Address
 from typing import Protocol
 
+from relay.addresses import ATEXT
+
 # SMTP line endings; 7bit, so that a non-ASCII body travels as quoted-printable or base64 and any
 # upstream takes it without 8BITMIME; raw headers (set_raw) are emitted as given, never refolded.
 POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
 _MAX_LINE = POLICY.max_line_length or 78
 
-_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _PLAIN_TEXT = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # no encoded words, checked apart
-_PLAIN_NAME = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
-_PLAIN_ADDRESS = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_PLAIN_NAME = re.compile(rf"[{ATEXT}]+(?: [{ATEXT}]+)*")
+_PLAIN_ADDRESS = re.compile(rf"[{ATEXT}]+(?:\.[{ATEXT}]+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 PLAIN_MESSAGE_ID = re.compile(r"<[0-9a-f]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?>")
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))  # as email.generator makes them
 
