@@ -151,14 +151,6 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile in ms; nan when empty."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return sorted_values[int(rank) - 1] * 1000
-
-
 @contextlib.contextmanager
 def accept_250_after_auth(enabled: bool) -> Iterator[None]:
     """smtp-sink answers a successful AUTH with `250 2.0.0 Ok` (not 235), which aiosmtplib refuses:
@@ -198,8 +190,8 @@ def measure(target: Target, work: Callable[[], tuple[int, int, list[float], floa
     else:
         rss = sampler.peak_mb
     latencies.sort()
-    run = Run(sent / wall if wall else 0.0, percentile(latencies, 50), percentile(latencies, 99), failures,
-              rss, sent)
+    p50, p99 = smtp_bench.percentile(latencies, 50), smtp_bench.percentile(latencies, 99)
+    run = Run(sent / wall if wall else 0.0, p50, p99, failures, rss, sent)
     if target.postfix is not None:
         smtpd_hwm = sum(_status_kb(pid, "VmHWM:") for pid in target.pids() if _comm(pid) == "smtpd") / 1024
         began = time.monotonic()

@@ -30,7 +30,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
-from smtp_bench import KEY_SECRET, free_port, peak_rss_mb, prepare_database, run_sink  # noqa: E402
+from smtp_bench import KEY_SECRET, free_port, peak_rss_mb, percentile, prepare_database, run_sink  # noqa: E402
 
 RECIPIENT = "rcpt@dest.test"
 HELLO = "hello-world"
@@ -314,12 +313,6 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
     raise RuntimeError(f"nothing listening on {port} after {timeout:g}s")
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
-
-
 def tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -401,10 +394,9 @@ def main() -> None:
                 server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, cpu_seconds() - client_cpu
                 pg_cpu = tree_cpu_seconds(pg_pid) - pg_cpu
                 lat = sorted(stats.latencies)
-                rate = len(lat) / args.seconds
+                rate = len(lat) / elapsed
                 cpu_per_req = server_cpu / len(lat) * 1000 if lat else float("nan")
-                p50 = statistics.median(lat) * 1000 if lat else float("nan")
-                p99 = percentile(lat, 0.99) * 1000
+                p50, p99 = percentile(lat, 50), percentile(lat, 99)
                 results[name].append((rate, p50, p99, cpu_per_req, stats.failures))
                 print(f"round {round_ + 1} {name:12} {rate:8.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
                       f"failures {stats.failures}  CPU (share of one core): server {server_cpu / elapsed:4.0%} "
