@@ -293,8 +293,12 @@ class Pipeline:
         """Finalize with a few retries; what still fails is left to the recovery sweep."""
         for attempt in range(_FINALIZE_TRIES):
             try:
-                await self.store.finalize(message_id, status, refund, reply, failure_code, retryable=retryable,
-                                          account_id=txn.principal.account_id)
+                if not await self.store.finalize(message_id, status, refund, reply, failure_code,
+                                                 retryable=retryable, account_id=txn.principal.account_id):
+                    # the recovery sweep got there first: the log says failed and refunded although
+                    # the upstream answered; an operator should know (it should not happen)
+                    log.error("message %s was already final when its outcome (%s) came: %s",
+                              message_id, status, reply)
                 return
             except TRANSIENT_ERRORS:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)

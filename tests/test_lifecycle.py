@@ -144,3 +144,20 @@ async def test_graceful_stop_waits_for_an_api_send_whose_client_hung_up(db_dsn, 
     [row] = await store.logs()
     assert row["status"] == "sent" and len(peer.messages) == 1
     assert await live.balance(t) == 9
+
+
+async def test_an_outcome_arriving_after_the_sweep_is_logged_for_the_operator(db_dsn, store, peer, caplog) -> None:
+    """If the recovery sweep fails and refunds a row whose send then succeeds, the log row cannot
+    be changed back (refunds happen once); the operator is told instead of nothing."""
+    peer.handler.data_delay = 1.0
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    sending = asyncio.create_task(send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender)))
+    await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)
+    assert await recover(store, 0) == 1  # as a sweep with too short a margin would
+    reply = await sending
+    await live.server.stop(grace=2)
+    assert reply.code == 250 and len(peer.messages) == 1
+    [row] = await store.logs()
+    assert row["status"] == "failed" and await live.balance(t) == 10
+    assert "was already final when its outcome (sent) came" in caplog.text
