@@ -126,6 +126,40 @@ class RssSampler(threading.Thread):
         self.join()
 
 
+def box_busy_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+class CpuMeter:
+    """CPU used during a run by named process trees (a reaped child's time counts to its parent), by
+    this process (the load generator runs here), and by the whole machine."""
+
+    def __init__(self, roots: dict[str, Callable[[], int | None]]) -> None:
+        self.roots = roots
+
+    def snapshot(self) -> tuple[dict[str, float], tuple[int, int]]:
+        used = {"generator": smtp_bench.cpu_seconds()}
+        for name, root in self.roots.items():
+            pid = root()
+            used[name] = smtp_bench.tree_cpu_seconds(pid) if pid else 0.0
+        return used, box_busy_ticks()
+
+    @staticmethod
+    def note(before: tuple[dict[str, float], tuple[int, int]], after: tuple[dict[str, float], tuple[int, int]],
+             messages: int) -> str:
+        """'CPU ms/msg: server 1.10, ...; machine 97% busy' between two snapshots."""
+        per = ", ".join(f"{name} {(after[0][name] - before[0][name]) / messages * 1000:.2f}"
+                        for name in after[0]) if messages else "n/a"
+        busy, total = (a - b for a, b in zip(after[1], before[1], strict=True))
+        return f"CPU ms/msg: {per}; machine {busy / total if total else 0:.0%} busy"
+
+
+CPU = CpuMeter({})  # main() names the server, PostgreSQL and sink roots
+
+
 # -- targets and runs ---------------------------------------------------------------------------------
 
 
@@ -183,15 +217,19 @@ def measure(target: Target, work: Callable[[], tuple[int, int, list[float], floa
     the run); for Postfix the largest sampled sum of VmRSS over all its processes."""
     pids = target.pids()
     reset_peak(pids)
+    CPU.roots["server"] = lambda: (target.postfix.master_pid() if target.postfix else target.pids()[0])
     with RssSampler(target.pids, pss=target.postfix is not None) as sampler:
+        cpu_before = CPU.snapshot()
         sent, failures, latencies, wall = work()
+        cpu_after = CPU.snapshot()
     if target.postfix is None:
         rss = max(sampler.peak_mb, max((_status_kb(pid, "VmHWM:") for pid in target.pids()), default=0) / 1024)
     else:
         rss = sampler.peak_mb
     latencies.sort()
     p50, p99 = smtp_bench.percentile(latencies, 50), smtp_bench.percentile(latencies, 99)
-    run = Run(sent / wall if wall else 0.0, p50, p99, failures, rss, sent)
+    run = Run(sent / wall if wall else 0.0, p50, p99, failures, rss, sent,
+              [CpuMeter.note(cpu_before, cpu_after, sent)])
     if target.postfix is not None:
         smtpd_hwm = sum(_status_kb(pid, "VmHWM:") for pid in target.pids() if _comm(pid) == "smtpd") / 1024
         began = time.monotonic()
@@ -312,6 +350,7 @@ def main() -> None:
                                      str(sink_port)])
             sink_name = "Python sink (smtp-sink missing)"
         procs.append(sink)
+        CPU.roots.update(server=lambda: None, sink=lambda: sink.pid)
         smtp_bench.wait_port(sink_port)
         if not postfix_error:
             try:
@@ -335,6 +374,7 @@ def main() -> None:
 
         pg = EmbeddedPostgres(folder / "pg")  # durable: a real commit per message
         pg.start()
+        CPU.roots["PostgreSQL"] = lambda: pg.process.pid if pg is not None else None
 
         async def create_db() -> None:
             conn = await asyncpg.connect(pg.dsn("postgres"))

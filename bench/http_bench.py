@@ -39,7 +39,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
-from smtp_bench import KEY_SECRET, free_port, peak_rss_mb, percentile, prepare_database, run_sink  # noqa: E402
+from smtp_bench import (  # noqa: E402
+    KEY_SECRET,
+    cpu_seconds,
+    free_port,
+    peak_rss_mb,
+    percentile,
+    prepare_database,
+    run_sink,
+    tree_cpu_seconds,
+)
 
 RECIPIENT = "rcpt@dest.test"
 HELLO = "hello-world"
@@ -266,37 +275,6 @@ def run_load(kind: str, port: int, key: str, body: bytes, clients: int, seconds:
     import uvloop
 
     return uvloop.run(load(kind, port, key, body, clients, seconds))
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of a process (this one when pid is None)."""
-    if pid is None:
-        times = os.times()
-        return times.user + times.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time of a process, its live descendants and the children it has reaped (PostgreSQL's backends)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            parents[int(entry.name)] = int(fields[1])
-            ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in ticks:
-            continue
-        seen.add(pid)
-        total += ticks[pid]
-        todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- setting up ----------------------------------------------------------------------------------
