@@ -7,6 +7,7 @@ import binascii
 import email.utils
 import functools
 import hashlib
+import inspect
 import logging
 import ssl
 import time
@@ -197,6 +198,11 @@ class Channel:
             return smtp_reply(metrics.counted("smtp", problem))
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+
+# aiosmtpd inspects the EHLO hook's signature on every connection (to tell its 4- and 5-argument
+# forms apart): a stored __signature__ is returned without rebuilding it (~15 µs a connection)
+Channel.handle_EHLO.__signature__ = inspect.signature(Channel.handle_EHLO)  # type: ignore[attr-defined]
 
 
 class RelaySMTP(SMTP):

@@ -16,6 +16,7 @@ async def test_cached_dir_keeps_aiosmtpd_method_tables_complete(relay) -> None:
     assert set(conn._auth_methods) == {"PLAIN", "LOGIN"}
     hooks = {n[7:] for n in object.__dir__(relay.server.channel) if n.startswith("handle_")}
     assert set(conn._handle_hooks) == hooks == {"EHLO", "MAIL", "RCPT", "PROXY"}
+    assert conn._ehlo_hook_ver == "new"  # the stored signature still has the 5-argument form
 
 
 async def test_cached_address_parsing_matches_aiosmtpd(relay) -> None:
