@@ -144,16 +144,12 @@ def _addr_spec(username: str, domain: str) -> str | None:
 
 
 def _idempotency_key(fields: list[_Field]) -> str | None:
+    """The first Idempotency-Key: header's value as sent, blank or not: the pipeline refuses one it
+    cannot honour (550 5.6.0, as the API does) rather than relay without the protection asked for."""
     for field in fields:
-        if field.name != "idempotency-key":
-            continue
-        try:
-            key = field.value().decode("utf-8")
-        except UnicodeDecodeError:
-            # A lossy decode could make two distinct keys collide and drop a real message.
-            return None
-        # An empty key would make every message with a blank header a duplicate of the first.
-        return key or None
+        if field.name == "idempotency-key":
+            # undecodable bytes become U+FFFD, which the pipeline's printable-ASCII rule refuses
+            return field.value().decode("utf-8", "replace")
     return None
 
 

@@ -272,13 +272,14 @@ def test_idempotency_key_first_header_wins() -> None:
     assert facts.idempotency_key == "first"
 
 
-def test_idempotency_key_blank_is_none() -> None:
-    assert read_header_facts(msg(b"Idempotency-Key:  ")).idempotency_key is None
+def test_idempotency_key_blank_is_kept_for_the_pipeline_to_refuse() -> None:
+    assert read_header_facts(msg(b"Idempotency-Key:  ")).idempotency_key == ""
+    assert read_header_facts(msg(b"Subject: x")).idempotency_key is None
 
 
-def test_idempotency_key_utf8_kept_and_invalid_bytes_give_none() -> None:
+def test_idempotency_key_utf8_kept_and_invalid_bytes_replaced() -> None:
     assert read_header_facts(msg("Idempotency-Key: ключ".encode())).idempotency_key == "ключ"
-    assert read_header_facts(msg(b"Idempotency-Key: k\xff")).idempotency_key is None
+    assert read_header_facts(msg(b"Idempotency-Key: k\xff")).idempotency_key == "k\ufffd"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import uuid
 import aiosmtplib
 import pytest
 
+from tests.conftest import assert_untouched
 from tests.smtp_helpers import message, send
 
 KEY = "Idempotency-Key: order-4711\r\n"
@@ -94,3 +95,16 @@ async def test_key_older_than_24_hours_is_forgotten(relay) -> None:
     second = await send(relay.port, t.key, t.sender, ["a@dest.test"], data)
     assert second.message != first.message and len(relay.peer.messages) == 2
     assert uuid.UUID(second.message.removeprefix("OK: "))
+
+
+@pytest.mark.parametrize("value", [b"x" * 256, "caf\u00e9-order".encode(), b"order\t4711", b"k\xff", b" "])
+async def test_unusable_key_is_550_5_6_0_and_nothing_charged(relay, value: bytes) -> None:
+    """Too long, non-ASCII, a control character, undecodable, blank: refused as the API refuses
+    them, not relayed without the protection the client asked for."""
+    t = await relay.tenant(credits=10)
+    data = message(t.sender).replace(b"Subject:", b"Idempotency-Key: " + value + b"\r\nSubject:")
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], data)
+    assert caught.value.code == 550 and caught.value.message.startswith("5.6.0 Idempotency-Key")
+    await assert_untouched(relay, t, 10)
+    assert await relay.store.logs(account_id=t.account_id) == []
