@@ -474,3 +474,19 @@ async def test_losing_the_debit_race_is_451_insufficient_funds(relay) -> None:
     client.close()
     await assert_untouched(relay, t, 0)
     assert await relay.store.logs(account_id=t.account_id) == []
+
+
+async def test_auth_while_the_database_is_down_is_451_and_no_strike(relay, pg) -> None:
+    """A key that cannot be looked up is a temporary failure: 451, the session stays unauthenticated,
+    and the outage is not counted against the client's address (more tries than the refusal limit
+    leave it able to log in once the database is back)."""
+    t = await relay.tenant(credits=10)
+    async with database_unreachable(relay, pg.admin_dsn):
+        for _ in range(relay.cfg.smtp.auth_failures_before_refusal + 1):
+            raw = await Raw.open(relay.port)
+            await raw.cmd("EHLO client.test")
+            assert (await raw.auth(t.key)).startswith("451 4.3.0")
+            assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("530")
+            raw.close()
+    reply = await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    assert reply.code == 250 and len(relay.peer.messages) == 1 and await relay.balance(t) == 9
