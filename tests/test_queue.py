@@ -378,3 +378,22 @@ async def test_stop_while_looking_for_due_messages_returns_at_once(relay) -> Non
     w.deliver_due = stopped_meanwhile  # type: ignore[method-assign]
     await asyncio.wait_for(w.run(), 5)
     await w.upstream.close()
+
+
+async def test_partial_refusal_at_delivery_refunds_the_refused_recipients(relay) -> None:
+    """A queued message whose upstream refuses one of its recipients is sent to the others and
+    refunds the refused one's credit, as an immediate send does."""
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t, ("a@dest.test", "gone@dest.test", "b@dest.test"))
+    assert await relay.balance(t) == 7
+    relay.peer.handler.rcpt_replies["gone@dest.test"] = "550 5.1.1 no such user"
+    row = await relay.store.message(queued)
+    due = worker(relay.store, relay.peer, lambda: row["deliver_after"] + timedelta(minutes=1))
+    tally = await due.deliver_due()
+    assert (tally.sent, tally.failed, tally.retried) == (1, 0, 0)
+    assert [m.recipients for m in relay.peer.messages] == [["a@dest.test", "b@dest.test"]]
+    row = await relay.store.message(queued)
+    assert row["status"] == "sent" and row["credits_charged"] == 3 and row["credits_refunded"] == 1
+    assert await relay.balance(t) == 8 and await refunds(relay.store, queued) == 1
+    assert (await due.deliver_due()).handled == 0
+    await due.upstream.close()
