@@ -198,3 +198,36 @@ async def test_concurrent_calls_of_one_key_share_a_statement_and_the_rate_limit_
     assert relay.store.opener.round_trips - before < 6  # batched
     assert [r.retry_after == 0 for r in results] == [True] * 3 + [False] * 3
     assert all(r.enabled for r in results) and results[0].credits == 100
+
+
+async def test_a_failed_admit_batch_is_rolled_back_and_each_rerun_debits_once(relay) -> None:
+    """One bad admit ('bogus' violates the channel CHECK) fails the batch's one statement; the
+    items then run alone: the good ones are debited, capped and logged exactly once."""
+    t = await relay.tenant(credits=10)
+    before = relay.store.admitter.round_trips
+    calls = [relay.store.admit(uuid.uuid4(), "bogus" if i == 2 else "api", t.key_id, t.account_id,
+                               t.sender, 1, 100, 1, 1000) for i in range(5)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[2], asyncpg.CheckViolationError)
+    assert [r.status for i, r in enumerate(results) if i != 2] == ["sending"] * 4
+    assert relay.store.admitter.round_trips - before > 5  # a batch failed, then each ran alone
+    assert await relay.balance(t) == 6  # four debits, and the ledger holds exactly four
+    assert await relay.store.pool.fetchval("SELECT count(*) FROM messages WHERE account_id = $1",
+                                           t.account_id) == 4
+    assert await relay.store.pool.fetchval("SELECT sent FROM sender_day_counts WHERE sender = $1",
+                                           t.sender) == 4
+
+
+async def test_a_failed_rate_limit_batch_is_rolled_back_and_each_rerun_counts_once(relay) -> None:
+    """A key id PostgreSQL refuses (a NUL byte) fails the batch; the other calls, run alone,
+    count once each in the key's window."""
+    t = await relay.tenant(rate=1000)
+    before = relay.store.opener.round_trips
+    calls = [relay.store.open_call("bad\x00id" if i == 1 else t.key_id, 1000) for i in range(4)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[1], asyncpg.PostgresError)
+    assert all(r.retry_after == 0 and r.enabled for i, r in enumerate(results) if i != 1)
+    assert relay.store.opener.round_trips - before > 4
+    counted = await relay.store.pool.fetchval(
+        "SELECT (SELECT sum(c) FROM unnest(counts) AS c) FROM rate_windows WHERE key_id = $1", t.key_id)
+    assert counted == 3
