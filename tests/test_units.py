@@ -128,3 +128,14 @@ def test_systemd_notify_to_a_stale_socket_is_logged_not_raised(tmp_path, monkeyp
         listener.bind(str(path))
         assert systemd.notify("READY=1") is True
         assert listener.recv(100) == b"READY=1"
+
+
+def test_send_request_size_and_a_stable_fingerprint() -> None:
+    """size counts html + text in UTF-8 bytes; the fingerprint of a request is what it was before
+    size became a field, so a key claimed by an earlier version still matches its retry."""
+    from relay.compose import Mailbox, SendRequest, fingerprint
+
+    request = SendRequest(Mailbox("app@example.com", "App"), (Mailbox("a@dest.test"),), subject="Hi",
+                          text="hello")
+    assert fingerprint(request).hex() == "80f5b1dcd800bca564a1afb6c42e8e29b97a993946e4c9e78c6d4d8ae2c250a8"
+    assert SendRequest(Mailbox("a@b.test"), (), html="<p>é</p>", text="ü").size == 9 + 2
