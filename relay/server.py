@@ -193,6 +193,10 @@ class RelayServer:
             if idle or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        if self.pipeline.in_flight:
+            log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
+                        "is not recorded before the database closes stays 'sending' until the recovery "
+                        "sweep fails and refunds it", len(self.pipeline.in_flight))
         for conn in list(self.channel.connections):
             if conn.transport is not None:
                 conn.transport.abort()

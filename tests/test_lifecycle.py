@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 
+import aiosmtplib
 import asyncpg
 
 from relay.pipeline import recover
@@ -161,3 +162,19 @@ async def test_an_outcome_arriving_after_the_sweep_is_logged_for_the_operator(db
     [row] = await store.logs()
     assert row["status"] == "failed" and await live.balance(t) == 10
     assert "was already final when its outcome (sent) came" in caplog.text
+
+
+async def test_a_send_still_relaying_when_the_grace_ends_is_logged(db_dsn, store, peer, caplog) -> None:
+    peer.handler.data_delay = 2.0
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    sending = asyncio.create_task(send(live.port, t.key, t.sender, ["a@dest.test"], message(t.sender)))
+    await asyncio.wait_for(peer.handler.mail_seen.wait(), 10)
+    await live.server.stop(grace=0.2)
+    assert "the grace ended with 1 send(s) still relaying" in caplog.text
+    with contextlib.suppress(aiosmtplib.SMTPException):
+        await sending  # its connection was closed at the end of the grace
+    # here the database is still open, so the send's outcome still lands
+    await asyncio.gather(*live.server.pipeline.in_flight)
+    [row] = await store.logs()
+    assert row["status"] == "sent" and await live.balance(t) == 9
