@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from relay.hygiene import (
     HeaderFacts,
     format_received,
+    has_bare_cr_or_lf,
     prepare_for_relay_in_place,
     read_header_facts,
     split_message,
@@ -681,3 +682,16 @@ def test_from_header_with_obsolete_but_common_syntax_is_kept() -> None:
     """'John Q. Public' is obsolete syntax (a period in a phrase) but common and unambiguous."""
     data = b"From: John Q. Public <john@example.com>\r\n\r\nbody\r\n"
     assert read_header_facts(data).from_addresses == ("john@example.com",)
+
+
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b".", b"\x00", b"\xff", b"\n\r", b"\r\r\n"]),
+                max_size=40).map(b"".join))
+def test_bare_cr_or_lf_is_the_plain_definition(data: bytes) -> None:
+    """A CR not followed by LF, or an LF not preceded by CR; bytes and bytearray alike."""
+    expected = _BARE.search(data) is not None
+    assert has_bare_cr_or_lf(data) is expected
+    assert has_bare_cr_or_lf(bytearray(data)) is expected
