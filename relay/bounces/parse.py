@@ -139,7 +139,7 @@ def _header(msg: Message, name: str) -> str:
 def _fields(msg: Message) -> dict[str, str]:
     """A field block as lowercase name -> first value."""
     fields: dict[str, str] = {}
-    for name in msg.keys():
+    for name in msg:
         fields.setdefault(name.lower(), _header(msg, name))
     return fields
 
@@ -298,8 +298,8 @@ def _feedback(msg: Message, parts: list[Message]) -> list[Finding] | None:
         feedback_type = (fields.get("feedback-type", "").split() or ["abuse"])[0].lower()
         if feedback_type in _NOT_COMPLAINTS:
             return []
-        recipients = [r for r in (_typed_value(v) for v in fields.get("original-rcpt-to", "").split(","))
-                      if r] or [None]
+        named = (_typed_value(v) for v in fields.get("original-rcpt-to", "").split(","))
+        recipients: list[str | None] = [r for r in named if r] or [None]
         return [Finding(Kind.COMPLAINED, Source.ARF, recipient=r, feedback_type=feedback_type)
                 for r in recipients]
     for quoted in _quoted_messages(parts):
@@ -331,7 +331,7 @@ _STRONG_AUTO_HEADERS: dict[str, re.Pattern[str]] = {
 _AUTO_SUBMITTED = re.compile(r"^auto-(?:replied|notified)\b", re.I)
 _AUTO_SUBJECT = re.compile(
     r"^\s*(?:automatic reply|auto(?:matic)?[ -]?(?:reply|response|antwort)|autoreply|out of (?:the )?office"
-    r"|vacation|abwesenheit|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica"
+    r"|vacation|abwesenheit\w*|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica"
     r"|automatisch antwoord|autosvar|automaattinen vastaus)\b", re.I)
 
 
@@ -368,8 +368,10 @@ _QUOTE_START = re.compile(
     r"|headers? of (?:the )?original|returned message|below this line).*"
     r"|original message headers:.*)$", re.I | re.M)
 _ADDRESS = r"[^\s<>@:;,()\"]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]"
-# A line naming a recipient: the address alone, "<address>:", or Exchange 2003's "address on DATE".
-_ADDRESS_LINE = re.compile(rf"^[ \t]*<?({_ADDRESS})>?:?(?:[ \t]+on[ \t].*)?[ \t]*$", re.M)
+# A line naming a recipient: Postfix's and qmail's "<address>: reason..." (the reason may follow
+# on the same line), the address alone (Exim, Gmail, Exchange), or Exchange 2003's "address on DATE".
+_ADDRESS_LINE = re.compile(
+    rf"^[ \t]*(?:<({_ADDRESS})>:|<?({_ADDRESS})>?:?(?:[ \t]+on[ \t].*)?[ \t]*$)", re.M)
 # An SMTP reply code (not part of a longer number, an IP address or a date).
 _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t-])(?![\d.])")
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
@@ -400,23 +402,25 @@ def _plain_bounce(msg: Message, parts: list[Message]) -> list[Finding]:
     notice = _notice(parts)
     segments = _segments(notice)
     named = [a.strip().strip("<>") for a in _header(msg, "x-failed-recipients").split(",")]
-    recipients = [a for a in named if "@" in a] or list(segments) or [None]
+    recipients: list[str | None] = (
+        [a for a in named if "@" in a] or [address for address, _ in segments.values()] or [None])
     findings = []
     for recipient in recipients[:_MAX_PARTS]:
-        segment = segments.get(recipient.lower(), notice) if recipient else notice
+        segment = segments.get(recipient.lower(), ("", notice))[1] if recipient else notice
         status, diagnostic, code = _diagnose(segment)
         findings.append(Finding(Kind.BOUNCED, Source.PLAIN_BOUNCE, code, recipient=recipient,
                                 status=status, diagnostic=diagnostic))
     return findings
 
 
-def _segments(notice: str) -> dict[str, str]:
-    """The text after each recipient line, up to the next one, by lowercased address."""
+def _segments(notice: str) -> dict[str, tuple[str, str]]:
+    """Lowercased address -> (address, the text after its line up to the next recipient line)."""
     lines = list(_ADDRESS_LINE.finditer(notice))
-    segments: dict[str, str] = {}
+    segments: dict[str, tuple[str, str]] = {}
     for i, match in enumerate(lines):
         end = lines[i + 1].start() if i + 1 < len(lines) else len(notice)
-        segments.setdefault(match.group(1).lower(), notice[match.end():end])
+        address = match.group(1) or match.group(2)
+        segments.setdefault(address.lower(), (address, notice[match.end():end]))
     return segments
 
 
