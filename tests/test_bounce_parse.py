@@ -184,12 +184,12 @@ def test_auto_submitted_on_a_plain_bounce_does_not_make_it_an_auto_reply() -> No
 
 def test_dsn_without_action_uses_the_status_class() -> None:
     raw = (
-        "From: MAILER-DAEMON@mx.example\nTo: b+x@bounces.example.com\nSubject: x\nMIME-Version: 1.0\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
-        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
-        "Final-Recipient: rfc822; <a@example.com>\nStatus: 5.1.1\n\n"
-        "Final-Recipient: rfc822; b@example.com\nStatus: 4.2.2 (mailbox full)\n\n--b--\n"
-    ).encode()
+        b"From: MAILER-DAEMON@mx.example\nTo: b+x@bounces.example.com\nSubject: x\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+        b"Final-Recipient: rfc822; <a@example.com>\nStatus: 5.1.1\n\n"
+        b"Final-Recipient: rfc822; b@example.com\nStatus: 4.2.2 (mailbox full)\n\n--b--\n"
+    )
     got = [(f.kind, f.recipient, f.failure_code) for f in parse(raw)]
     assert got == [(Kind.BOUNCED, "a@example.com", F.NO_SUCH_USER),
                    (Kind.DELAYED, "b@example.com", F.MAILBOX_FULL)]
@@ -197,11 +197,11 @@ def test_dsn_without_action_uses_the_status_class() -> None:
 
 def test_delivery_status_part_without_recipient_blocks_falls_back_to_the_text() -> None:
     raw = (
-        "From: MAILER-DAEMON@mx.example\nTo: b+x@bounces.example.com\nSubject: Undelivered Mail\n"
-        'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
-        "--b\nContent-Type: text/plain\n\n<a@example.com>: host mx said: 550 5.1.1 User unknown\n\n"
-        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n--b--\n"
-    ).encode()
+        b"From: MAILER-DAEMON@mx.example\nTo: b+x@bounces.example.com\nSubject: Undelivered Mail\n"
+        b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain\n\n<a@example.com>: host mx said: 550 5.1.1 User unknown\n\n"
+        b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n--b--\n"
+    )
     (finding,) = parse(raw)
     assert (finding.kind, finding.source, finding.recipient, finding.failure_code) == (
         Kind.BOUNCED, Source.PLAIN_BOUNCE, "a@example.com", F.NO_SUCH_USER)
