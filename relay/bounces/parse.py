@@ -80,14 +80,15 @@ def _parse(raw: bytes) -> list[Finding]:
     if not msg.keys():
         return [_unparseable("no header fields")]
     parts = list(_leaf_parts(msg))
+    notice = _notice(parts)
     found = _dsn(parts)
     if found is None:
         found = _feedback(msg, parts)
     if found is None:
         if _strong_auto_reply(msg):
             found = [Finding(Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY)]
-        elif _looks_like_bounce(msg, parts):
-            found = _plain_bounce(msg, parts)
+        elif _looks_like_bounce(msg, notice):
+            found = _plain_bounce(msg, notice)
         elif _weak_auto_reply(msg):
             found = [Finding(Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY)]
         else:
@@ -112,7 +113,11 @@ _LEAF_TYPES = {
 }
 
 
-def _leaf_parts(msg: Message) -> Iterator[Message]:
+# A leaf part with its content type, read once (policy.default re-parses the header per call).
+_Part = tuple[str, Message]
+
+
+def _leaf_parts(msg: Message) -> Iterator[_Part]:
     """Parts that hold content, in order, without descending into quoted messages."""
     stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
@@ -124,7 +129,7 @@ def _leaf_parts(msg: Message) -> Iterator[Message]:
         if ctype not in _LEAF_TYPES and isinstance(payload, list) and depth < _MAX_DEPTH:
             stack.extend((sub, depth + 1) for sub in reversed(payload) if isinstance(sub, Message))
         else:
-            yield part
+            yield ctype, part
 
 
 def _header(msg: Message, name: str) -> str:
@@ -174,10 +179,13 @@ def _quoted_message(part: Message) -> Message | None:
     return BytesHeaderParser(policy=policy.default).parsebytes(raw[:_MAX_TEXT])
 
 
-def _quoted_messages(parts: list[Message]) -> Iterator[Message]:
-    for part in parts:
-        if part.get_content_type() in _LEAF_TYPES and "status" not in part.get_content_type() \
-                and "feedback" not in part.get_content_type():
+_QUOTED_TYPES = _LEAF_TYPES - {
+    "message/delivery-status", "message/global-delivery-status", "message/feedback-report"}
+
+
+def _quoted_messages(parts: list[_Part]) -> Iterator[Message]:
+    for ctype, part in parts:
+        if ctype in _QUOTED_TYPES:
             quoted = _quoted_message(part)
             if quoted is not None:
                 yield quoted
@@ -234,9 +242,9 @@ def _typed_value(value: str) -> str | None:
     return value or None
 
 
-def _dsn(parts: list[Message]) -> list[Finding] | None:
+def _dsn(parts: list[_Part]) -> list[Finding] | None:
     """One finding per failed or delayed recipient block; None when there is no usable report."""
-    reports = [p for p in parts if p.get_content_type().endswith("delivery-status")]
+    reports = [part for ctype, part in parts if ctype.endswith("delivery-status")]
     if not reports:
         return None
     findings: list[Finding] = []
@@ -288,10 +296,10 @@ _NOT_COMPLAINTS = {"not-spam", "auth-failure"}
 _JMRP_RECIPIENT = "X-HmXmrOriginalRecipient"
 
 
-def _feedback(msg: Message, parts: list[Message]) -> list[Finding] | None:
+def _feedback(msg: Message, parts: list[_Part]) -> list[Finding] | None:
     """A complaint per reported recipient; None when the message is not a feedback report."""
-    for part in parts:
-        if part.get_content_type() != "message/feedback-report":
+    for ctype, part in parts:
+        if ctype != "message/feedback-report":
             continue
         blocks = _status_blocks(part)
         fields = blocks[0] if blocks else {}
@@ -377,29 +385,28 @@ _REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t-])(?![\d.])")
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 
-def _looks_like_bounce(msg: Message, parts: list[Message]) -> bool:
+def _looks_like_bounce(msg: Message, notice: str) -> bool:
     if any(name in msg for name in _BOUNCE_HEADERS):
         return True
     if _BOUNCE_FROM.search(_header(msg, "from")) or _BOUNCE_SUBJECT.search(_header(msg, "subject")):
         return True
-    return bool(_BOUNCE_BODY.search(_notice(parts)[:4096]))
+    return bool(_BOUNCE_BODY.search(notice[:4096]))
 
 
-def _notice(parts: list[Message]) -> str:
+def _notice(parts: list[_Part]) -> str:
     """The bounce's own words: the first text part, up to where the quoted original begins."""
-    for part in parts:
-        if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
+    for ctype, part in parts:
+        if ctype.startswith("text/") and ctype != "text/rfc822-headers":
             text = _text(part)
-            if part.get_content_subtype() == "html":
+            if ctype == "text/html":
                 text = re.sub(r"<[^>]*>", " ", text)
             cut = _QUOTE_START.search(text)
             return text[:cut.start()] if cut else text
     return ""
 
 
-def _plain_bounce(msg: Message, parts: list[Message]) -> list[Finding]:
+def _plain_bounce(msg: Message, notice: str) -> list[Finding]:
     """One bounce per named recipient, classified from the reply quoted for it."""
-    notice = _notice(parts)
     segments = _segments(notice)
     named = [a.strip().strip("<>") for a in _header(msg, "x-failed-recipients").split(",")]
     recipients: list[str | None] = (
@@ -459,7 +466,7 @@ def _as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-def _original(msg: Message, parts: list[Message]) -> tuple[str | None, uuid.UUID | None]:
+def _original(msg: Message, parts: list[_Part]) -> tuple[str | None, uuid.UUID | None]:
     """(Message-ID, our relay id) of the message this report is about, from what it quotes."""
     message_id: str | None = None
     relay_id: uuid.UUID | None = None
@@ -469,8 +476,8 @@ def _original(msg: Message, parts: list[Message]) -> tuple[str | None, uuid.UUID
         relay_id = relay_id or _as_uuid(_header(quoted, RELAY_MESSAGE_ID_HEADER))
     if message_id is None or relay_id is None:
         # Plain bounces quote the original inline, after the notice.
-        for part in parts:
-            if part.get_content_maintype() != "text":
+        for ctype, part in parts:
+            if not ctype.startswith("text/"):
                 continue
             text = _text(part)
             if message_id is None and (m := _BODY_MESSAGE_ID.search(text)):
