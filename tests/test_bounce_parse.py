@@ -37,6 +37,9 @@ EXPECTED: dict[str, list[tuple[Kind, Source, str | None, FailureCode | None]]] =
     "gmail-dsn.eml": [(Kind.BOUNCED, Source.DSN, "rupert@example.org", F.NO_SUCH_USER)],
     "gmail-plain-legacy.eml": [(Kind.BOUNCED, Source.PLAIN_BOUNCE, "sybil@example.jp", F.MAILBOX_FULL)],
     "yahoo-plain.eml": [(Kind.BOUNCED, Source.PLAIN_BOUNCE, "trent@yahoo.com", F.NO_SUCH_USER)],
+    "yahoo-plain-disabled.eml": [(Kind.BOUNCED, Source.PLAIN_BOUNCE, "steve@yahoo.com", F.ACCOUNT_DISABLED)],
+    "postfix-remote-yahoo.eml": [(Kind.BOUNCED, Source.DSN, "quinn@aol.com", F.CONTENT)],
+    "postfix-delayed-yahoo-tss04.eml": [(Kind.DELAYED, Source.DSN, "rita@yahoo.com", F.TOO_MANY_CONNECTIONS)],
     "qmail-plain.eml": [
         (Kind.BOUNCED, Source.PLAIN_BOUNCE, "uma@example.net", F.NO_SUCH_USER),
         (Kind.BOUNCED, Source.PLAIN_BOUNCE, "victor@example.org", F.MAILBOX_FULL),
@@ -64,6 +67,7 @@ ORIGINALS: dict[str, tuple[str | None, str | None]] = {
     "gmail-dsn.eml": ("<6a7b8c9d0e@relay.sender.example>", None),
     "yahoo-plain.eml": ("<8c9d0e1f2a@relay.sender.example>", "6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e"),
     "qmail-plain.eml": ("<9d0e1f2a3b@relay.sender.example>", None),
+    "postfix-remote-yahoo.eml": ("<a0b1c2d3e4@relay.sender.example>", "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"),
     "arf-yahoo.eml": ("<3b4c5d6e7f@relay.sender.example>", "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a"),
     "arf-microsoft-jmrp.eml": ("<4c5d6e7f8a@relay.sender.example>", "9e0f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b"),
     "arf-rfc5965.eml": ("<5d6e7f8a9b@relay.sender.example>", None),
@@ -104,6 +108,11 @@ def test_dsn_fields_are_carried() -> None:
     assert finding.diagnostic == (
         "smtp; 550 5.1.1 <alice@example.com>: Recipient address rejected: User unknown in virtual "
         "mailbox table")
+
+
+def test_plain_bounce_reply_code_is_read() -> None:
+    (finding,) = _read("yahoo-plain-disabled.eml")
+    assert finding.diagnostic is not None and finding.diagnostic.startswith("554: delivery error")
 
 
 def test_qmail_status_notation_is_read() -> None:

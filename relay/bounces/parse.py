@@ -380,8 +380,8 @@ _ADDRESS = r"[^\s<>@:;,()\"]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]"
 # on the same line), the address alone (Exim, Gmail, Exchange), or Exchange 2003's "address on DATE".
 _ADDRESS_LINE = re.compile(
     rf"^[ \t]*(?:<({_ADDRESS})>:|<?({_ADDRESS})>?:?(?:[ \t]+on[ \t].*)?[ \t]*$)", re.M)
-# An SMTP reply code (not part of a longer number, an IP address or a date).
-_REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t-])(?![\d.])")
+# An SMTP reply code (not part of a longer number, an IP address or a date); Yahoo writes "554:".
+_REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t:-])")
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 
