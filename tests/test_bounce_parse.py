@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from pathlib import Path
 
@@ -202,6 +203,21 @@ def test_dsn_without_action_uses_the_status_class() -> None:
     got = [(f.kind, f.recipient, f.failure_code) for f in parse(raw)]
     assert got == [(Kind.BOUNCED, "a@example.com", F.NO_SUCH_USER),
                    (Kind.DELAYED, "b@example.com", F.MAILBOX_FULL)]
+
+
+def test_base64_encoded_delivery_status_is_decoded() -> None:
+    report = base64.encodebytes(
+        b"Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; a@example.com\r\n"
+        b"Action: failed\r\nStatus: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n")
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\nTo: b+x@bounces.example.com\nSubject: x\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n"
+        + report + b"\n--b--\n"
+    )
+    (finding,) = parse(raw)
+    assert (finding.kind, finding.source, finding.recipient, finding.failure_code) == (
+        Kind.BOUNCED, Source.DSN, "a@example.com", F.MAILBOX_FULL)
 
 
 def test_delivery_status_part_without_recipient_blocks_falls_back_to_the_text() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 import uuid
@@ -158,7 +160,10 @@ def _text(part: Message) -> str:
     if not isinstance(payload, bytes):
         payload = part.get_payload()
         return payload[:_MAX_TEXT] if isinstance(payload, str) else ""
-    charset = part.get_content_charset() or "utf-8"
+    try:
+        charset = part.get_content_charset() or "utf-8"
+    except Exception:  # a Content-Type too broken to read its parameters
+        charset = "utf-8"
     try:
         return payload[:_MAX_TEXT].decode(charset, errors="replace")
     except (LookupError, ValueError):
@@ -224,6 +229,16 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if not isinstance(payload, list):
         return _blocks_from_text(_text(part))
+    if _header(part, "content-transfer-encoding").lower() == "base64":
+        # The email package splits delivery-status into blocks before any decoding, so an
+        # encoded report arrives as header-less blocks of base64: join and decode them here.
+        bodies = [sub.get_payload() for sub in payload if isinstance(sub, Message)]
+        encoded = "".join(body for body in bodies if isinstance(body, str))
+        try:
+            decoded = base64.b64decode(encoded[:_MAX_TEXT * 2], validate=False)
+        except (binascii.Error, ValueError):
+            return []
+        return _blocks_from_text(decoded.decode("utf-8", errors="replace"))
     blocks: list[dict[str, str]] = []
     for sub in payload:
         if not isinstance(sub, Message):
