@@ -301,3 +301,24 @@ def test_any_arrangement_of_report_pieces_never_raises(pieces: list[bytes]) -> N
 ])
 def test_classify_report(status: str | None, diagnostic: str | None, expected: FailureCode) -> None:
     assert classify_report(status, diagnostic) is expected
+
+
+def test_a_report_naming_thousands_of_recipients_is_cut_short() -> None:
+    raw = (b'From: x@y\nMIME-Version: 1.0\nContent-Type: multipart/report; boundary="b"\n\n--b\n'
+           b"Content-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n"
+           + b"Final-Recipient: rfc822; a@b\nAction: failed\nStatus: 5.1.1\n\n" * 3000 + b"--b--\n")
+    findings = parse(raw)
+    assert 50 <= len(findings) <= 100
+    assert {f.kind for f in findings} == {Kind.BOUNCED}
+
+
+@pytest.mark.parametrize("raw", [
+    b"From: MAILER-DAEMON@x\nSubject: failure notice\n\n" + b"-" * 300_000,
+    b"Subject: " + b"a " * 150_000 + b"\nFrom: MAILER-DAEMON@x\n\nx",
+    b"From: x@y\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n"
+    + b"--b\nContent-Type: text/plain\n\nx\n" * 5000 + b"--b--\n",
+], ids=["dash-line", "huge-subject", "many-parts"])
+def test_hostile_inputs_are_read_within_the_input_bounds(raw: bytes) -> None:
+    # bench/bounce_parse.py times these; here: they finish with one finding, cut at the bounds.
+    (finding,) = parse(raw)
+    assert finding.kind is Kind.BOUNCED
