@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.bounces.parse import Finding, Kind, Source, parse
+from relay.bounces.parse import Finding, Kind, Source, parse, suppresses
 from relay.upstream.classify import FailureCode, classify_report
 
 F = FailureCode
@@ -322,3 +322,32 @@ def test_hostile_inputs_are_read_within_the_input_bounds(raw: bytes) -> None:
     # bench/bounce_parse.py times these; here: they finish with one finding, cut at the bounds.
     (finding,) = parse(raw)
     assert finding.kind is Kind.BOUNCED
+
+
+@pytest.mark.parametrize(("finding", "expected"), [
+    (Finding(Kind.COMPLAINED, Source.ARF), True),
+    (Finding(Kind.BOUNCED, Source.DSN, F.NO_SUCH_USER, status="5.1.1"), True),
+    (Finding(Kind.BOUNCED, Source.DSN, F.BAD_DOMAIN, status="5.4.4"), True),
+    (Finding(Kind.BOUNCED, Source.DSN, F.ADDRESS_GONE, status="5.1.6"), True),
+    (Finding(Kind.BOUNCED, Source.DSN, F.CONTENT, status="5.7.1"), True),
+    (Finding(Kind.BOUNCED, Source.PLAIN_BOUNCE, F.IP_BLOCKLISTED), True),
+    (Finding(Kind.BOUNCED, Source.DSN, F.TOO_MANY_CONNECTIONS, status="4.7.0"), False),
+    (Finding(Kind.BOUNCED, Source.DSN, F.MAILBOX_FULL, status="5.2.2"), False),
+    (Finding(Kind.BOUNCED, Source.DSN, F.ADDRESS_OTHER, status="5.1.0"), False),
+    (Finding(Kind.BOUNCED, Source.OTHER, F.INFO_OTHER), False),
+    (Finding(Kind.BOUNCED, Source.PLAIN_BOUNCE, F.UNKNOWN), False),
+    (Finding(Kind.DELAYED, Source.DSN, F.NO_SUCH_USER, status="4.1.1"), False),
+    (Finding(Kind.AUTO_REPLIED, Source.AUTO_REPLY, F.AUTO_REPLY), False),
+    (Finding(Kind.UNPARSEABLE, Source.UNPARSEABLE), False),
+])
+def test_suppresses(finding: Finding, expected: bool) -> None:
+    assert suppresses(finding) is expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("postfix-user-unknown.eml", [True]), ("postfix-multi-recipient.eml", [False, True]),
+    ("postfix-remote-yahoo.eml", [True]), ("arf-yahoo.eml", [True]), ("postfix-delayed.eml", [False]),
+    ("autoreply-exchange-oof.eml", [False]), ("qmail-plain.eml", [True, False]),
+])
+def test_suppresses_on_the_data_files(name: str, expected: list[bool]) -> None:
+    assert [suppresses(f) for f in _read(name)] == expected

@@ -60,6 +60,23 @@ class Finding:
     relay_message_id: uuid.UUID | None = None  # our header found in the quoted original
 
 
+_HARD_BOUNCES = {FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.ADDRESS_GONE}
+
+
+def suppresses(finding: Finding) -> bool:
+    """Whether a finding puts its recipient on the suppression list (SPEC.md, "Suppression list"):
+    a complaint, or a bounce with 2001, 2002, 2004 or a permanent (5.x.x) 1xxx code."""
+    if finding.kind is Kind.COMPLAINED:
+        return True
+    code = finding.failure_code
+    if finding.kind is not Kind.BOUNCED or code is None:
+        return False
+    if code in _HARD_BOUNCES:
+        return True
+    # A plain bounce may quote no status; it reported a failure, so it is taken as permanent.
+    return 1000 <= code < 2000 and (finding.status or "5").startswith("5")
+
+
 def parse(raw: bytes) -> list[Finding]:
     """Findings for a message sent to a bounce address; never raises.
 
@@ -548,4 +565,4 @@ def _original(msg: Message, parts: list[_Part]) -> tuple[str | None, uuid.UUID |
     return message_id, relay_id
 
 
-__all__ = ["RELAY_MESSAGE_ID_HEADER", "Finding", "Kind", "Source", "parse"]
+__all__ = ["RELAY_MESSAGE_ID_HEADER", "Finding", "Kind", "Source", "parse", "suppresses"]
