@@ -289,6 +289,10 @@ def test_any_arrangement_of_report_pieces_never_raises(pieces: list[bytes]) -> N
 @pytest.mark.parametrize(("status", "diagnostic", "expected"), [
     ("5.1.1", "smtp; 550 5.1.1 <a@example.com>: Recipient address rejected: User unknown", F.NO_SUCH_USER),
     ("5.0.0", "smtp; 550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", F.NO_SUCH_USER),
+    # Exchange's 5.1.10 is "recipient not found", not RFC 7505's null MX: the token says so.
+    ("5.1.10", "smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient m@contoso.example not found by "
+     "SMTP address lookup", F.NO_SUCH_USER),
+    ("5.1.10", "smtp; 556 5.1.10 <b@example.com>: Recipient address has null MX", F.BAD_DOMAIN),
     ("5.0.0", "smtp; 550 5.2.1 The email account that you tried to reach is disabled.", F.ACCOUNT_DISABLED),
     ("4.4.1", "X-Postfix; connect to mx.example.net[192.0.2.40]:25: Connection timed out", F.CONNECT_FAILED),
     ("5.2.2", "smtp;552 5.2.2 Mailbox full", F.MAILBOX_FULL),
