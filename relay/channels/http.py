@@ -439,11 +439,11 @@ class HttpServer:
         if self._ticker is not None:
             await self._ticker
         grace = self.shutdown_grace if grace is None else grace
-        server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]  # int | None, a float works
+        server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment,unused-ignore]  # int | None; a float works
         await server.shutdown(sockets=self._sockets)
         for connection in list(server.server_state.connections):
             with contextlib.suppress(Exception):
-                connection.transport.close()  # type: ignore[union-attr]
+                connection.transport.close()
 
 
 class HttpChannel:
