@@ -8,15 +8,20 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime
 from typing import Any
 
 from relay import mime
 from relay.addresses import is_valid_address
+from relay.attachments import Attachment, AttachmentError, parse_attachments
+from relay.tags import TagError, Tags, parse_metadata, parse_tags
 
-FIELDS = ("from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers")
+FIELDS = ("from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "attachments",
+          "tags", "metadata", "send_at", "unsubscribe_url")
+MAX_SCHEDULE = timedelta(hours=72)  # how far ahead send_at may be
+_UNSUBSCRIBE_URL = re.compile(r"https://[\x21-\x7e]{1,800}")  # RFC 8058: one-click needs HTTPS
 
 # Extra headers may not replace what the relay writes or derives from the other fields, nor add
 # identities the sender authorization does not cover (Sender:, Resent-*), nor the relay's private
@@ -63,11 +68,18 @@ class SendRequest:
     html: str | None = None
     text: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    size: int = dataclasses.field(init=False)  # what the size limit counts (SPEC: html + text, in UTF-8 bytes)
+    attachments: tuple[Attachment, ...] = ()
+    tags: Tags = ()
+    metadata: str | None = None  # compact JSON of an object
+    send_at: datetime | None = None  # scheduled delivery (UTC)
+    unsubscribe_url: str | None = None
+    # what the size limit counts (SPEC: html + text in UTF-8 bytes, plus the decoded attachments)
+    size: int = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         # once: a request reads it three times, and encoding 10 MB of text takes milliseconds
-        object.__setattr__(self, "size", len((self.html or "").encode()) + len((self.text or "").encode()))
+        object.__setattr__(self, "size", len((self.html or "").encode()) + len((self.text or "").encode())
+                           + sum(len(a.content) for a in self.attachments))
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -185,7 +197,37 @@ def _extra_headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_request(doc: dict[str, Any], *, max_recipients: int) -> SendRequest:
+def _send_at(doc: dict[str, Any], now: datetime) -> datetime | None:
+    """send_at: an RFC 3339 time with its offset, at most 72 hours ahead; one already past means now."""
+    value = doc.get("send_at")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError("field 'send_at' must be an RFC 3339 time string")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise RequestError(f"field 'send_at': {_shown(value)} is not an RFC 3339 time") from None
+    if when.tzinfo is None:
+        raise RequestError("field 'send_at' needs a UTC offset (Z or +hh:mm)")
+    when = when.astimezone(UTC)
+    if when > now + MAX_SCHEDULE:
+        raise RequestError("field 'send_at' may be at most 72 hours ahead")
+    return when if when > now else None
+
+
+def _unsubscribe_url(doc: dict[str, Any], headers: tuple[tuple[str, str], ...]) -> str | None:
+    value = doc.get("unsubscribe_url")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UNSUBSCRIBE_URL.fullmatch(value) or ">" in value:
+        raise RequestError("field 'unsubscribe_url' must be an https:// URL (RFC 8058), at most 808 characters")
+    if any(name.lower() in ("list-unsubscribe", "list-unsubscribe-post") for name, _ in headers):
+        raise RequestError("give 'unsubscribe_url' or List-Unsubscribe headers, not both")
+    return value
+
+
+def parse_request(doc: dict[str, Any], *, max_recipients: int, now: datetime | None = None) -> SendRequest:
     """Validate a decoded body; RequestError names the first field that is wrong."""
     unknown = [key for key in doc if key not in FIELDS]
     if unknown:
@@ -206,13 +248,20 @@ def parse_request(doc: dict[str, Any], *, max_recipients: int) -> SendRequest:
         if key in seen:
             raise RequestError(f"recipient {box.address} appears more than once in to, cc and bcc")
         seen.add(key)
+    headers = _extra_headers(doc)
+    try:
+        attachments = parse_attachments(doc.get("attachments"))
+        tags, metadata = parse_tags(doc.get("tags")), parse_metadata(doc.get("metadata"))
+    except (AttachmentError, TagError) as exc:
+        raise RequestError(str(exc)) from None
     request = SendRequest(
         sender=sender, to=to, cc=cc, bcc=bcc,
         reply_to=_mailboxes(doc, "reply_to", max_recipients),
         subject=_optional_text(doc, "subject", header=True),
         html=_optional_text(doc, "html", header=False),
         text=_optional_text(doc, "text", header=False),
-        headers=_extra_headers(doc),
+        headers=headers, attachments=attachments, tags=tags, metadata=metadata,
+        send_at=_send_at(doc, now or datetime.now(UTC)), unsubscribe_url=_unsubscribe_url(doc, headers),
     )
     if not request.has_body:
         raise RequestError("the message has no body: give 'html', 'text' or both")
@@ -221,8 +270,21 @@ def parse_request(doc: dict[str, Any], *, max_recipients: int) -> SendRequest:
 
 def fingerprint(request: SendRequest) -> bytes:
     """SHA-256 of what the request asks for, so that equal requests match however they were spelled."""
-    fields = dataclasses.asdict(request)
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
     del fields["size"]  # derived from html and text; keys claimed before it was a field still match
+    for name in ("attachments", "tags", "metadata", "send_at", "unsubscribe_url"):
+        if not fields[name]:
+            del fields[name]  # absent: keys claimed before these fields existed still match
+    for name in ("sender", "to", "cc", "bcc", "reply_to"):
+        value = fields[name]
+        fields[name] = dataclasses.asdict(value) if isinstance(value, Mailbox) else [
+            dataclasses.asdict(box) for box in value]
+    if "attachments" in fields:  # the bytes by their digest
+        fields["attachments"] = [
+            {**{f: getattr(a, f) for f in ("filename", "content_type", "content_id", "disposition")},
+             "sha256": hashlib.sha256(a.content).hexdigest()} for a in request.attachments]
+    if "send_at" in fields:
+        fields["send_at"] = request.send_at.isoformat() if request.send_at else None
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
@@ -252,4 +314,10 @@ def compose(request: SendRequest, *, hostname: str, received: str | None = None,
     headers.append(mime.text_header("Date", format_datetime(now or datetime.now(UTC))))
     headers.append(mime.text_header("Message-ID", f"<{uuid.uuid4().hex}@{hostname}>", mime.PLAIN_MESSAGE_ID))
     headers.extend(mime.raw_header(name, _raw_value(name, value)) for name, value in request.headers)
+    if request.unsubscribe_url:  # RFC 8058 one-click: the receiver POSTs to the URL
+        headers.append(mime.raw_header("List-Unsubscribe", f"<{request.unsubscribe_url}>"))
+        headers.append(mime.raw_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    if request.attachments:
+        return mime.message_with_attachments(headers, text=request.text, html=request.html,
+                                             attachments=request.attachments)
     return mime.message(headers, text=request.text, html=request.html)

@@ -117,6 +117,107 @@ def _boundary(parts: str) -> str:
             return boundary
 
 
+class Attachmentlike(Protocol):
+    """A file to attach: its sanitized name, decoded bytes, MIME type, Content-ID and disposition."""
+
+    @property
+    def filename(self) -> str: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content_id(self) -> str | None: ...
+
+    @property
+    def disposition(self) -> str: ...
+
+
+_B64_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
+
+
+def _param_header(name: str, value: str, param: str, filename: str) -> str:
+    """A Content-Type/Content-Disposition line with a filename parameter; a non-ASCII or long name is
+    written by the email package (RFC 2231 encoding and continuations)."""
+    if filename.isascii() and filename.isprintable():
+        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+        line = f'{value}; {param}="{quoted}"'
+        if _fits(name, line):
+            return f"{name}: {line}\r\n"
+    return _rendered(name, f'{value}; {param}="{filename}"')
+
+
+def _wrapped_base64(data: bytes) -> list[bytes]:
+    """data in base64 as 76-character lines (no line ends), encoded once and cut by slicing: the
+    one copy of the payload the message needs, no per-line Python encode."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return list(map(encoded.__getitem__, map(slice, range(0, len(encoded), _B64_LINE),
+                                             range(_B64_LINE, len(encoded) + _B64_LINE, _B64_LINE))))
+
+
+def _attachment_part(att: Attachmentlike) -> list[bytes]:
+    """Headers, blank line and base64 body lines of one attachment (no trailing boundary)."""
+    head = _param_header("Content-Type", att.content_type, "name", att.filename)
+    head += "Content-Transfer-Encoding: base64\r\n"
+    head += _param_header("Content-Disposition", att.disposition, "filename", att.filename)
+    if att.content_id:
+        head += f"Content-ID: <{att.content_id}>\r\n"
+    lines = _wrapped_base64(att.content)
+    return [head.encode("ascii") + b"\r\n", b"\r\n".join(lines), b"\r\n"]
+
+
+def _multipart(subtype: str, parts: Sequence[list[bytes]], *, mime_version: bool) -> list[bytes]:
+    """A multipart entity (headers included) as a list of byte pieces; parts are piece lists."""
+    boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+    # as _boundary: never a line of the parts (a fast substring search, even over megabytes)
+    while any(boundary.encode() in piece for part in parts for piece in part):
+        boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+    version = "MIME-Version: 1.0\r\n" if mime_version else ""
+    out = [f'{version}Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'.encode()]
+    for i, part in enumerate(parts):
+        out.append(f"--{boundary}\r\n".encode() if i == 0 else f"\r\n--{boundary}\r\n".encode())
+        out.extend(part)
+    out.append(f"\r\n--{boundary}--\r\n".encode())
+    return out
+
+
+def _body_parts(text: str | None, html: str | None) -> list[bytes]:
+    """The text/html body as one entity without MIME-Version (nested inside a multipart)."""
+    if text and html:
+        first, second = _part(text, "plain", mime_version=False), _part(html, "html", mime_version=False)
+        return _multipart("alternative", [[first.encode("ascii")], [second.encode("ascii")]],
+                          mime_version=False)
+    return [_part(html or text or "", "html" if html else "plain", mime_version=False).encode("ascii")]
+
+
+def message_with_attachments(headers: Sequence[str], *, text: str | None, html: str | None,
+                             attachments: Sequence[Attachmentlike]) -> bytes:
+    """The whole message with files: multipart/mixed of the body and the attachments; inline parts
+    (a Content-ID) beside an html body go with it in multipart/related, so cid: references resolve.
+    Each payload is base64-encoded once and the message joined once."""
+    inline = [a for a in attachments if a.content_id and html]
+    files = [a for a in attachments if not (a.content_id and html)]
+    if text and html and inline:
+        # alternative(text, related(html, inline...)): a text-only reader never sees the images
+        related = _multipart("related", [[_part(html, "html", mime_version=False).encode("ascii")],
+                                         *map(_attachment_part, inline)], mime_version=False)
+        body = _multipart("alternative", [[_part(text, "plain", mime_version=False).encode("ascii")], related],
+                          mime_version=False)
+    elif inline:
+        body = _multipart("related", [_body_parts(text, html), *map(_attachment_part, inline)],
+                          mime_version=False)
+    else:
+        body = _body_parts(text, html)
+    if files:
+        pieces = _multipart("mixed", [body, *map(_attachment_part, files)], mime_version=True)
+    else:
+        pieces = [b"MIME-Version: 1.0\r\n", *body]
+    return b"".join(["".join(headers).encode("ascii"), *pieces])
+
+
 def message(headers: Sequence[str], *, text: str | None, html: str | None) -> bytes:
     """The whole message: the header lines given, then the body as EmailMessage.set_content (and
     add_alternative for html beside text) would write it."""
