@@ -41,7 +41,7 @@ def sanitize_filename(name: str) -> str:
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip(" .")
     if len(name) > MAX_FILENAME:
-        stem, dot, ext = name.rpartition(".")
+        _, dot, ext = name.rpartition(".")
         keep = ext if dot and len(ext) <= 16 else ""
         name = name[:MAX_FILENAME - len(keep) - 1] + "." + keep if keep else name[:MAX_FILENAME]
     return name or "attachment"

@@ -16,7 +16,8 @@ from typing import Any
 from relay import mime
 from relay.addresses import is_valid_address
 from relay.attachments import Attachment, AttachmentError, parse_attachments
-from relay.tags import TagError, Tags, parse_metadata, parse_tags
+from relay.domain import Extras
+from relay.tags import TagError, Tags, parse_metadata, parse_tags, tags_json
 
 FIELDS = ("from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "attachments",
           "tags", "metadata", "send_at", "unsubscribe_url")
@@ -108,6 +109,14 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def decode_body(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; RequestError when it is not one."""
+    doc = decode_json(body)
+    if not isinstance(doc, dict):
+        raise RequestError("the body must be a JSON object")
+    return doc
+
+
+def decode_json(body: bytes) -> Any:
+    """The body as JSON (duplicate keys refused); RequestError when it is not JSON."""
     try:
         doc = json.loads(body, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -117,8 +126,6 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise RequestError("the body is not valid JSON: it must be UTF-8 encoded") from None
     except (ValueError, RecursionError):  # over-long numbers, absurd nesting
         raise RequestError("the body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise RequestError("the body must be a JSON object")
     return doc
 
 
@@ -266,6 +273,11 @@ def parse_request(doc: dict[str, Any], *, max_recipients: int, now: datetime | N
     if not request.has_body:
         raise RequestError("the message has no body: give 'html', 'text' or both")
     return request
+
+
+def extras(request: SendRequest) -> Extras:
+    """What the log row keeps besides the envelope: tags, metadata, send_at."""
+    return Extras(tags_json(request.tags), request.metadata, request.send_at)
 
 
 def fingerprint(request: SendRequest) -> bytes:

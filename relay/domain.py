@@ -80,6 +80,19 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class Extras:
+    """What a message carries besides its envelope, stored on its row: tags ({name: value} as JSON),
+    metadata (a JSON object as text) and a scheduled delivery time."""
+
+    tags: str | None = None
+    metadata: str | None = None
+    send_at: datetime | None = None
+
+
+NO_EXTRAS = Extras()
+
+
+@dataclass(frozen=True, slots=True)
 class OpenResult:
     """The answer of relay_open: wait this long (0: go), key still enabled, balance."""
 
@@ -101,3 +114,4 @@ class QueuedItem:
     attempts: int
     deferrals: int
     created_at: datetime
+    scheduled_at: datetime | None = None  # a scheduled send: its 24-hour promise starts here

@@ -25,11 +25,13 @@ class Outcome(enum.Enum):
     # issue 4: a repeated Idempotency-Key with another payload, or while the first is in flight
     IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
     IDEMPOTENCY_IN_FLIGHT = "IDEMPOTENCY_IN_FLIGHT"
+    # issue 18: send_at given; charged and stored, the queue delivers it at that time
+    SCHEDULED = "SCHEDULED"
 
     @property
     def accepted(self) -> bool:
         """True when the message was taken (and charged)."""
-        return self in (Outcome.SENT, Outcome.QUEUED)
+        return self in (Outcome.SENT, Outcome.QUEUED, Outcome.SCHEDULED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from relay import keys, metrics
 from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
-from relay.domain import AdmitStatus, Principal, SenderRule
+from relay.domain import NO_EXTRAS, AdmitStatus, Extras, Principal, SenderRule
 from relay.errors import StoreUnavailable
 from relay.outcomes import Outcome, Result, reject
 from relay.settle import settle
@@ -62,6 +62,7 @@ class Message:
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
     crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
     dot_free: bool = False  # the channel checked that no line of data starts with a dot
+    extras: Extras = NO_EXTRAS  # tags, metadata, send_at (issue 18), stored on the log row
 
 
 class Pipeline:
@@ -219,11 +220,13 @@ class Pipeline:
         message_id = uuid.uuid4()
         cost = len(message.recipients) * self.limits.credits_per_recipient
         cap = self.limits.default_daily_cap if txn.rule.daily_cap is None else txn.rule.daily_cap
+        if message.extras.send_at is not None:
+            cap = 0  # admitted as queued without counting against the cap; due at send_at
         try:
             admission = await self.store.admit(
                 message_id, txn.channel, txn.principal.key_id, txn.principal.account_id,
                 txn.mail_from, len(message.recipients), message.size, cost, cap,
-                message.idempotency_key, message.fingerprint,
+                message.idempotency_key, message.fingerprint, extras=message.extras,
             )
         except TRANSIENT_ERRORS:
             # if the admit committed before the error reached us, the recovery sweep refunds it
@@ -269,6 +272,9 @@ class Pipeline:
             await self._finalize(message_id, txn, "failed", cost, "could not store the message",
                                  int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        if message.extras.send_at is not None:
+            return Result(Outcome.SCHEDULED, str(message_id),
+                          reason=f"scheduled for {message.extras.send_at.isoformat()}")
         return Result(Outcome.QUEUED, str(message_id),
                       reason="over the sender's daily cap; will be delivered within 24 hours")
 

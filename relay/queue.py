@@ -79,7 +79,8 @@ class QueueWorker:
     async def _deliver(self, claim: Claim, tally: Tally) -> None:
         item = claim.item
         now = self.clock()
-        deadline = item.created_at + PROMISE
+        # a scheduled send's 24 hours start at its send_at, not when it was accepted
+        deadline = max(item.created_at, item.scheduled_at or item.created_at) + PROMISE
         if now >= deadline:
             # never tried in time (relay was down): a late transactional mail can do harm; refund
             await claim.finalize("failed", item.credits_charged, "not delivered within 24 hours of acceptance",

@@ -315,6 +315,7 @@ def test_every_outcome_has_an_smtp_reply() -> None:
         "INSUFFICIENT_FUNDS": 451, "KEY_MISSING": 535, "KEY_INVALID": 535, "KEY_DISABLED": 535,
         "INVALID": 550, "TOO_LARGE": 550, "RELAY_FAILED": 550, "UPSTREAM_UNAVAILABLE": 451,
         "TEMPORARY": 451, "IDEMPOTENCY_MISMATCH": 550, "IDEMPOTENCY_IN_FLIGHT": 451,
+        "SCHEDULED": 250,
     }
     assert set(SMTP_REPLIES) == set(Outcome)
     for outcome in Outcome:

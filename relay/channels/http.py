@@ -44,13 +44,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from relay import compose, hygiene, metrics, openapi
+from relay import compose, hygiene, metrics, openapi, parity, resend_compat
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
 from relay.errors import ListenError
 from relay.outcomes import Outcome, Result, reject
-from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
+from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline, Transaction
 from relay.tls import listener_context, make_tls_context
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ CHANNEL = "api"
 HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     Outcome.SENT: (200, ""),
     Outcome.QUEUED: (202, ""),
+    Outcome.SCHEDULED: (202, ""),
     Outcome.INVALID: (400, "{reason}"),
     Outcome.KEY_MISSING: (401, "Missing Authorization bearer token"),
     Outcome.KEY_INVALID: (401, "Invalid API key"),
@@ -181,7 +182,7 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
         "creditsRefunded": row["credits_refunded"], "failureCode": row["failure_code"],
         "upstreamReply": row["upstream_reply"], "deliverAfter": _iso(row["deliver_after"]),
         "createdAt": _iso(row["created_at"]), "updatedAt": _iso(row["updated_at"]),
-        "finishedAt": _iso(row["finished_at"]),
+        "finishedAt": _iso(row["finished_at"]), **parity.public_fields(row),
     }
 
 
@@ -210,6 +211,18 @@ class Api:
         routes: the same key check, wording and statuses as /v1/send)."""
         result = await self._principal(request, submission=False)
         return self.reply(result) if isinstance(result, Result) else result
+
+    async def open(self, request: Request) -> Opened | Response:
+        """Steps 1-2 for a submitting feature route (a batch): the key, then the call counted."""
+        principal = await self._principal(request, submission=True)
+        if isinstance(principal, Result):
+            return self._unread(self.reply(principal))
+        opened = await self.pipeline.open_call(principal, CHANNEL)
+        return self._unread(self.reply(opened)) if isinstance(opened, Result) else opened
+
+    async def read_body(self, request: Request) -> bytes | None:
+        """The body, or None once over the limit of /v1/send (feature routes: a batch as a whole)."""
+        return await self._read_body(request)
 
     async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
         result = await self.pipeline.authenticate(_bearer(request))
@@ -263,6 +276,16 @@ class Api:
             doc = await _cpu(len(body), compose.decode_body, body)
         except compose.RequestError as exc:
             return self._counted(reject(Outcome.INVALID, str(exc)))
+        prepared = await self.prepare(opened, doc, request, request.headers.get("idempotency-key"))
+        if isinstance(prepared, Result):
+            return prepared
+        # once admitted, a send runs to its recorded end even if the client goes away
+        return await self.pipeline.submit_detached(*prepared)
+
+    async def prepare(self, opened: Opened, doc: dict[str, Any], request: Request, key: str | None,
+                      fingerprint: bytes | None = None) -> tuple[Transaction, Message] | Result:
+        """Steps 3-4 on a decoded send body and the composed message (for feature routes too: a batch
+        gives each of its messages a key and fingerprint of its own); a Result when refused."""
         send = self._content(doc)
         if isinstance(send, Result):
             return self._counted(send)
@@ -271,12 +294,11 @@ class Api:
             return txn
         data = await _cpu(send.size, compose.compose, send, hostname=self.hostname,
                           received=self._received(request))
-        key = request.headers.get("idempotency-key")  # checked by the pipeline
-        message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
-                          has_body=send.has_body, size=send.size, idempotency_key=key,
-                          fingerprint=None if key is None else compose.fingerprint(send))
-        # once admitted, a send runs to its recorded end even if the client goes away
-        return await self.pipeline.submit_detached(txn, message)
+        if key is not None and fingerprint is None:  # the key is checked by the pipeline
+            fingerprint = compose.fingerprint(send)
+        return txn, Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
+                            has_body=send.has_body, size=send.size, idempotency_key=key,
+                            fingerprint=fingerprint, extras=compose.extras(send))
 
     # routes ----------------------------------------------------------------------------------
 
@@ -294,6 +316,11 @@ class Api:
             too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
             return self._unread(self.reply(self._counted(too_large)))
         return self.reply(await self._submit(opened, body, request))
+
+    @staticmethod
+    def unread(response: Response) -> Response:
+        """Answered before the body was read (feature routes): see _unread."""
+        return Api._unread(response)
 
     @staticmethod
     def _unread(response: Response) -> Response:
@@ -351,7 +378,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # Features that add API routes: each a function (api) -> routes, listed here once.
-FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = ()
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (parity.routes, resend_compat.routes)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,

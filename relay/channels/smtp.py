@@ -43,6 +43,7 @@ logging.getLogger("mail.log").addFilter(lambda record: "auth_require_tls" not in
 SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
     Outcome.SENT: (250, "", "OK: {id}"),
     Outcome.QUEUED: (250, "", "queued: {id}"),
+    Outcome.SCHEDULED: (250, "", "scheduled: {id}"),
     Outcome.RATE_LIMITED: (421, "4.7.0", "{reason}"),
     Outcome.INSUFFICIENT_CREDITS: (451, "4.7.1", "{reason}"),
     Outcome.INSUFFICIENT_FUNDS: (451, "4.7.1", "{reason}"),

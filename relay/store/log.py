@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -10,7 +11,7 @@ from relay.store.base import StoreBase, row, translated
 LOG_FIELDS = (
     "id", "channel", "status", "key_id", "account_id", "sender", "recipient_count", "size_bytes",
     "credits_charged", "credits_refunded", "upstream_reply", "failure_code", "deliver_after",
-    "attempts", "created_at", "updated_at", "finished_at",
+    "attempts", "created_at", "updated_at", "finished_at", "tags", "metadata", "scheduled_at",
 )
 LOG_COLUMNS = ", ".join(LOG_FIELDS)
 
@@ -25,12 +26,14 @@ class LogStore(StoreBase):
         return None if record is None else row(record)
 
     async def logs(self, *, account_id: int | None = None, status: str | None = None,
-                   channel: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Log rows, newest first, filtered."""
+                   channel: str | None = None, limit: int = 50,
+                   tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Log rows, newest first, filtered (tags: every name=value given, by the GIN index)."""
         records = await self.pool.fetch(
             f"SELECT {LOG_COLUMNS} FROM messages "
             "WHERE ($1::bigint IS NULL OR account_id = $1) AND ($2::text IS NULL OR status = $2) "
-            "AND ($3::text IS NULL OR channel = $3) ORDER BY created_at DESC LIMIT $4",
-            account_id, status, channel, limit,
+            "AND ($3::text IS NULL OR channel = $3) AND ($5::jsonb IS NULL OR tags @> $5::jsonb) "
+            "ORDER BY created_at DESC LIMIT $4",
+            account_id, status, channel, limit, json.dumps(tags) if tags else None,
         )
         return [row(r) for r in records]

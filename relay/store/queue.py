@@ -83,7 +83,7 @@ class QueueStore(StoreBase):
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 "UPDATE messages SET deliver_after = $1 WHERE status = 'queued' AND deliver_after > $1 "
-                "AND ($2::text IS NULL OR sender = $2)", now, sender,
+                "AND ($2::text IS NULL OR sender = $2) AND scheduled_at IS NULL", now, sender,
             )
             await conn.execute(f"NOTIFY {QUEUE_CHANNEL}")
         return int(status.split()[-1])
@@ -104,7 +104,7 @@ class QueueStore(StoreBase):
 async def _claim_one(conn: asyncpg.Connection, now: datetime, sender: str | None) -> QueuedItem | None:
     record = await conn.fetchrow(
         "SELECT m.id, m.account_id, b.mail_from, b.recipients, b.data, m.credits_charged, m.attempts, "
-        "m.deferrals, m.created_at FROM messages m JOIN queued_bodies b ON b.message_id = m.id "
+        "m.deferrals, m.created_at, m.scheduled_at FROM messages m JOIN queued_bodies b ON b.message_id = m.id "
         "WHERE m.status = 'queued' AND m.deliver_after <= $1 AND ($2::text IS NULL OR m.sender = $2) "
         "ORDER BY m.deliver_after LIMIT 1 FOR UPDATE OF m SKIP LOCKED",
         now, sender,
@@ -114,4 +114,4 @@ async def _claim_one(conn: asyncpg.Connection, now: datetime, sender: str | None
     message_id: uuid.UUID = record["id"]
     return QueuedItem(message_id, record["account_id"], record["mail_from"], list(record["recipients"]),
                       bytes(record["data"]), record["credits_charged"], record["attempts"], record["deferrals"],
-                      record["created_at"])
+                      record["created_at"], record["scheduled_at"])

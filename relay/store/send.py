@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from relay.domain import Admission, OpenResult, Principal, SenderRule
+from relay.domain import NO_EXTRAS, Admission, Extras, OpenResult, Principal, SenderRule
 from relay.store.base import StoreBase, in_lock_order, item_error, translated, unsorted
 from relay.store.batch import Batcher
 
@@ -36,10 +36,18 @@ OPEN_MANY_SQL = (
 ADMIT_MANY_SQL = (
     "SELECT a.status, a.original_id, a.original_reply "
     "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::integer[], "
-    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[]) "
-    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, cost, cap, idem, fp, n) "
+    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[], "
+    "            $12::jsonb[], $13::jsonb[], $14::timestamptz[]) "
+    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, cost, cap, idem, fp, "
+    "                          tags, meta, send_at, n) "
     "CROSS JOIN LATERAL relay_admit(u.id, u.channel, u.key_id, u.account_id, u.sender, u.recipients, u.size, "
-    "                               u.cost, u.cap, u.idem, u.fp) AS a ORDER BY u.n"
+    "                               u.cost, u.cap, u.idem, u.fp) AS a "
+    "CROSS JOIN LATERAL relay_admit_extras(u.id, a.status, u.tags, u.meta, u.send_at) AS x ORDER BY u.n"
+)
+# relay_admit_extras: tags, metadata and send_at onto the row just admitted, in the same statement
+ADMIT_ONE_SQL = (
+    "SELECT a.* FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS a "
+    "CROSS JOIN LATERAL relay_admit_extras($1, a.status, $12::jsonb, $13::jsonb, $14::timestamptz) AS x"
 )
 
 
@@ -71,6 +79,7 @@ class _Admit:
     cap: int
     idempotency_key: str | None
     fingerprint: bytes | None
+    extras: Extras = NO_EXTRAS
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +141,18 @@ class SendStore(StoreBase):
 
     async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
                     sender: str, recipients: int, size: int, cost: int, cap: int,
-                    idempotency_key: str | None = None, fingerprint: bytes | None = None) -> Admission:
+                    idempotency_key: str | None = None, fingerprint: bytes | None = None,
+                    extras: Extras = NO_EXTRAS) -> Admission:
         """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip (batched
-        with concurrent admits into one statement and one commit, store/batch.py)."""
+        with concurrent admits into one statement and one commit, store/batch.py); extras (tags,
+        metadata, send_at) are written onto the row in the same statement."""
         return await self.admitter(_Admit(message_id, channel, key_id, account_id, sender, recipients,
-                                          size, cost, cap, idempotency_key, fingerprint))
+                                          size, cost, cap, idempotency_key, fingerprint, extras))
 
     async def _admit_one(self, a: _Admit) -> Admission:
         record = await self.pool.fetchrow(
-            "SELECT * FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            a.message_id, a.channel, a.key_id, a.account_id, a.sender, a.recipients, a.size, a.cost,
-            a.cap, a.idempotency_key, a.fingerprint,
+            ADMIT_ONE_SQL, a.message_id, a.channel, a.key_id, a.account_id, a.sender, a.recipients, a.size,
+            a.cost, a.cap, a.idempotency_key, a.fingerprint, a.extras.tags, a.extras.metadata, a.extras.send_at,
         )
         assert record is not None
         return _admission(record)
@@ -155,6 +165,8 @@ class SendStore(StoreBase):
             [a.account_id for a in ordered], [a.sender for a in ordered], [a.recipients for a in ordered],
             [a.size for a in ordered], [a.cost for a in ordered], [a.cap for a in ordered],
             [a.idempotency_key for a in ordered], [a.fingerprint for a in ordered],
+            [a.extras.tags for a in ordered], [a.extras.metadata for a in ordered],
+            [a.extras.send_at for a in ordered],
         ]
         records = await self.pool.fetch(ADMIT_MANY_SQL, *columns)
         return unsorted([_admission(r) for r in records], order)
