@@ -1,0 +1,357 @@
+"""API parity (issue 18) through httpx and the real upstream peer: attachments byte for byte, tags
+and metadata on the log row, one-click unsubscribe headers, batches, scheduled sends and cancelling."""
+
+from __future__ import annotations
+
+import base64
+import email
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from relay.config import LimitsConfig, QueueConfig
+from relay.queue import QueueWorker
+from relay.upstream.smtp import SmtpUpstream
+from tests.conftest import assert_untouched
+from tests.http_helpers import assert_failure, body_for, serve_api
+
+FAST = QueueConfig(rate_per_second=1000, poll_seconds=0.2, retry_base_seconds=60, retry_max_seconds=3600)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def files(message: EmailMessage) -> dict[str, tuple[str, bytes, str | None, str]]:
+    """Every non-body leaf part: filename -> (content type, bytes, Content-ID, disposition)."""
+    out = {}
+    for part in message.walk():
+        if part.is_multipart() or part.get_filename() is None:
+            continue
+        out[part.get_filename()] = (part.get_content_type(), part.get_payload(decode=True),
+                                    part["Content-ID"], part.get_content_disposition())
+    return out
+
+
+# -- attachments ----------------------------------------------------------------------------------
+
+
+async def test_attachments_arrive_byte_for_byte(relay) -> None:
+    t = await relay.tenant(credits=10)
+    binary = os.urandom(300_000) + b"\x00\r\n.\r\n\xff" * 50  # any bytes, an SMTP end marker included
+    png = bytes.fromhex("89504e470d0a1a0a") + os.urandom(2000)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(
+            t, html='<p>logo: <img src="cid:logo@relay"></p>', text="see the logo",
+            attachments=[
+                {"filename": "data.bin", "content": b64(binary)},
+                {"filename": "logo.png", "content": b64(png), "content_id": "logo@relay"},
+                {"filename": "C:\\Users\\me\\Факту́ра №7 résumé.pdf", "content": b64(b"%PDF-1.7 x")},
+                {"filename": "notes.txt", "content": b64("héllo\n".encode()), "content_type": "text/plain"},
+            ]))
+        assert r.status_code == 200, r.text
+    [got] = relay.peer.messages
+    message = parsed(got.data)
+    found = files(message)
+    assert found["data.bin"] == ("application/octet-stream", binary, None, "attachment")
+    assert found["logo.png"] == ("image/png", png, "<logo@relay>", "inline")
+    name = "Факту́ра №7 résumé.pdf"  # the path is gone, the name kept (RFC 2231 on the wire)
+    assert found[name] == ("application/pdf", b"%PDF-1.7 x", None, "attachment")
+    assert b"filename*" in got.data and "Факту".encode() not in got.data  # 7bit on the wire
+    assert found["notes.txt"][:2] == ("text/plain", "héllo\n".encode())
+    # the inline image sits with the html in multipart/related; text is the alternative
+    types = [p.get_content_type() for p in message.walk()]
+    assert types[:5] == ["multipart/mixed", "multipart/alternative", "text/plain", "multipart/related",
+                         "text/html"]
+    related = next(p for p in message.walk() if p.get_content_type() == "multipart/related")
+    assert [p.get_content_type() for p in related.iter_parts()] == ["text/html", "image/png"]
+    assert await relay.balance(t) == 9
+
+
+async def test_inline_image_with_html_only(relay) -> None:
+    t = await relay.tenant(credits=10)
+    gif = b"GIF89a" + os.urandom(500)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, text=None, html='<img src="cid:pic">',
+                                           attachments=[{"filename": "pic.gif", "content": b64(gif),
+                                                         "content_id": "<pic>"}]))
+        assert r.status_code == 200, r.text
+    message = parsed(relay.peer.messages[0].data)
+    assert message.get_content_type() == "multipart/related"
+    assert files(message)["pic.gif"] == ("image/gif", gif, "<pic>", "inline")
+
+
+@pytest.mark.parametrize(("attachment", "error"), [
+    ({"filename": "bad.pdf", "content": "not base64!"}, "attachments[0] ('bad.pdf'): 'content' is not valid base64"),
+    ({"filename": "x.pdf", "content": "QUJ"}, "attachments[0] ('x.pdf'): 'content' is not valid base64"),
+    ({"filename": "x.pdf"}, "attachments[0] ('x.pdf'): 'content' is required, as a base64 string"),
+    ({"content": "QUJD"}, "attachments[0]: 'filename' is required"),
+    ({"filename": "x", "content": "QUJD", "content_type": "pdf"},
+     "attachments[0] ('x'): 'content_type' must be a MIME type like application/pdf"),
+    ({"filename": "x", "content": "QUJD", "disposition": "form-data"},
+     "attachments[0] ('x'): 'disposition' must be 'attachment' or 'inline'"),
+    ({"filename": "x", "content": "QUJD", "content_id": "a b"},
+     "attachments[0] ('x'): 'content_id' must be 1-200 printable ASCII characters without spaces or "
+     "angle brackets"),
+])
+async def test_bad_attachments_are_refused_naming_them(relay, attachment: dict[str, Any], error: str) -> None:
+    t = await relay.tenant(credits=10)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, attachments=[attachment]))
+        assert_failure(r, 400, "INVALID", error)
+    await assert_untouched(relay, t, 10)
+
+
+async def test_size_limit_counts_decoded_attachments(relay) -> None:
+    t = await relay.tenant(credits=10)
+    limit = relay.cfg.limits.max_message_bytes
+    text = "x" * 1000
+    async with serve_api(relay) as api:
+        over = await api.send(t.key, body_for(t, text=text, attachments=[
+            {"filename": "a.bin", "content": b64(b"\0" * (limit - 1000 + 1))}]))
+        assert_failure(over, 413, "TOO_LARGE")
+        await assert_untouched(relay, t, 10)
+        exact = await api.send(t.key, body_for(t, text=text, attachments=[
+            {"filename": "a.bin", "content": b64(b"\0" * (limit - 1000))}]))
+        assert exact.status_code == 200, exact.text
+    assert await relay.balance(t) == 9
+
+
+# -- tags, metadata, unsubscribe ------------------------------------------------------------------
+
+
+async def test_tags_and_metadata_on_the_log_row(relay) -> None:
+    t = await relay.tenant(credits=10)
+    tags = [{"name": "category", "value": "invoice"}, {"name": "tenant_id", "value": "a-7"}]
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, tags=tags, metadata={"order": 1234, "note": "été"}))
+        assert r.status_code == 200, r.text
+        mid = r.json()["messageId"]
+        row = (await api.get(f"/v1/messages/{mid}", t.key)).json()
+        assert row["tags"] == tags and row["metadata"] == {"order": 1234, "note": "été"}
+        plain = await api.send(t.key, body_for(t))
+        assert (await api.get(f"/v1/messages/{plain.json()['messageId']}", t.key)).json()["tags"] == []
+    # tags and metadata stay out of the relayed message
+    assert b"invoice" not in relay.peer.messages[0].data and b"1234" not in relay.peer.messages[0].data
+    assert [str(m["id"]) for m in await relay.store.logs(tags={"category": "invoice"})] == [mid]
+    assert await relay.store.logs(tags={"category": "receipt"}) == []
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"tags": [{"name": "a b", "value": "x"}]},
+     "tags[0]: the name must be 1-256 ASCII letters, digits, '_' or '-'"),
+    ({"tags": [{"name": "a", "value": "é"}]}, "tags[0]: the value must be 1-256 ASCII letters, digits, '_' or '-'"),
+    ({"tags": [{"name": f"t{i}", "value": "v"} for i in range(11)]}, "tags: at most 10 tags"),
+    ({"tags": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]}, "tags: the tag 'a' is given more than once"),
+    ({"tags": {"a": "b"}}, 'field \'tags\' must be a list of {"name", "value"} objects'),
+    ({"metadata": [1]}, "field 'metadata' must be a JSON object"),
+    ({"metadata": {"k": "v" * 2100}}, "field 'metadata' must be at most 2048 bytes of JSON"),
+    ({"unsubscribe_url": "http://example.com/u"},
+     "field 'unsubscribe_url' must be an https:// URL (RFC 8058), at most 808 characters"),
+    ({"unsubscribe_url": "https://x.test/u", "headers": {"List-Unsubscribe": "<mailto:u@x.test>"}},
+     "give 'unsubscribe_url' or List-Unsubscribe headers, not both"),
+    ({"send_at": "tomorrow"}, "field 'send_at': 'tomorrow' is not an RFC 3339 time"),
+    ({"send_at": "2030-01-01T10:00:00"}, "field 'send_at' needs a UTC offset (Z or +hh:mm)"),
+])
+async def test_bad_parity_fields_are_refused(relay, fields: dict[str, Any], error: str) -> None:
+    t = await relay.tenant(credits=10)
+    async with serve_api(relay) as api:
+        assert_failure(await api.send(t.key, body_for(t, **fields)), 400, "INVALID", error)
+    await assert_untouched(relay, t, 10)
+
+
+async def test_send_at_more_than_72_hours_ahead_is_refused(relay) -> None:
+    t = await relay.tenant(credits=10)
+    when = (datetime.now(UTC) + timedelta(hours=72, minutes=5)).isoformat()
+    async with serve_api(relay) as api:
+        assert_failure(await api.send(t.key, body_for(t, send_at=when)), 400, "INVALID",
+                       "field 'send_at' may be at most 72 hours ahead")
+    await assert_untouched(relay, t, 10)
+
+
+async def test_one_click_unsubscribe_headers(relay) -> None:
+    t = await relay.tenant(credits=10)
+    url = "https://example.com/unsubscribe?u=42&l=news"
+    async with serve_api(relay) as api:
+        assert (await api.send(t.key, body_for(t, unsubscribe_url=url))).status_code == 200
+    message = parsed(relay.peer.messages[0].data)
+    assert message["List-Unsubscribe"] == f"<{url}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+# -- batch ----------------------------------------------------------------------------------------
+
+
+async def post_batch(api, key: str, batch: Any, headers: dict[str, str] | None = None):
+    return await api.client.post("/v1/send/batch", json=batch,
+                                 headers={"Authorization": f"Bearer {key}", **(headers or {})})
+
+
+async def test_batch_sends_each_message_on_its_own(relay) -> None:
+    t = await relay.tenant(credits=20)
+    batch = [body_for(t, to=f"r{i}@dest.test", subject=f"n{i}") for i in range(5)]
+    batch[1]["to"] = ["a@dest.test", "b@dest.test"]  # two recipients: two credits
+    async with serve_api(relay) as api:
+        r = await post_batch(api, t.key, batch)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["ok"] is True and [e["statusCode"] for e in doc["results"]] == [200] * 5
+        assert [e["index"] for e in doc["results"]] == list(range(5))
+        ids = [e["messageId"] for e in doc["results"]]
+        assert len(set(ids)) == 5 and all(e["status"] == "sent" for e in doc["results"])
+    assert sorted(m.recipients[0] for m in relay.peer.messages) == sorted(
+        ["r0@dest.test", "a@dest.test", "r2@dest.test", "r3@dest.test", "r4@dest.test"])
+    assert await relay.balance(t) == 20 - 6
+
+
+async def test_batch_with_invalid_messages_refuses_only_those(relay) -> None:
+    t = await relay.tenant(credits=20)
+    batch: list[Any] = [
+        body_for(t, to="ok1@dest.test"),
+        body_for(t, to="not an address"),
+        body_for(t, to="ok2@dest.test", attachments=[{"filename": "x.pdf", "content": "%%%"}]),
+        "not an object",
+        body_for(t, **{"from": "intruder@elsewhere.test"}),
+        body_for(t, to="ok3@dest.test"),
+    ]
+    async with serve_api(relay) as api:
+        r = await post_batch(api, t.key, batch)
+        assert r.status_code == 207, r.text
+        results = r.json()["results"]
+    assert [e["statusCode"] for e in results] == [200, 400, 400, 400, 400, 200]
+    assert results[2]["error"] == "batch[2]: attachments[0] ('x.pdf'): 'content' is not valid base64"
+    assert results[3]["error"] == "batch[3] must be a JSON object"
+    assert all(e["code"] == "INVALID" and "messageId" not in e for e in results[1:5])
+    assert sorted(m.recipients[0] for m in relay.peer.messages) == ["ok1@dest.test", "ok3@dest.test"]
+    assert await relay.balance(t) == 18  # exactly the two that left
+
+
+async def test_batch_credits_run_out_midway(relay) -> None:
+    t = await relay.tenant(credits=3)
+    batch = [body_for(t, to=f"r{i}@dest.test") for i in range(5)]
+    async with serve_api(relay) as api:
+        r = await post_batch(api, t.key, batch)
+        assert r.status_code == 207, r.text
+        codes = [e["statusCode"] for e in r.json()["results"]]
+    assert sorted(codes) == [200, 200, 200, 402, 402]
+    assert len(relay.peer.messages) == 3 and await relay.balance(t) == 0
+
+
+async def test_batch_refused_whole(relay) -> None:
+    t = await relay.tenant(credits=500)
+    async with serve_api(relay) as api:
+        assert_failure(await post_batch(api, t.key, []), 400, "INVALID",
+                       "a batch is a JSON array of 1-100 send requests")
+        assert_failure(await post_batch(api, t.key, {"messages": []}), 400, "INVALID",
+                       "a batch is a JSON array of 1-100 send requests")
+        assert_failure(await post_batch(api, t.key, [body_for(t)] * 101), 400, "INVALID",
+                       "a batch holds at most 100 messages")
+        assert_failure(await post_batch(api, "rk_nope_nope", [body_for(t)]), 401, "KEY_INVALID")
+        r = await api.client.post("/v1/send/batch", content=b"[{", headers={"Authorization": f"Bearer {t.key}"})
+        assert_failure(r, 400, "INVALID")
+    await assert_untouched(relay, t, 500)
+
+
+async def test_batch_idempotency_key_covers_the_batch(relay) -> None:
+    t = await relay.tenant(credits=20)
+    batch = [body_for(t, to=f"r{i}@dest.test") for i in range(3)]
+    key = {"Idempotency-Key": "batch-7"}
+    async with serve_api(relay) as api:
+        first = await post_batch(api, t.key, batch, key)
+        assert first.status_code == 200, first.text
+        again = await post_batch(api, t.key, batch, key)
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert [e["messageId"] for e in again.json()["results"]] == [e["messageId"] for e in first.json()["results"]]
+        other = await post_batch(api, t.key, [*batch, body_for(t, to="extra@dest.test")], key)
+        assert_failure(other, 409, "IDEMPOTENCY_MISMATCH")
+    assert len(relay.peer.messages) == 3 and await relay.balance(t) == 17
+
+
+# -- scheduled sends ------------------------------------------------------------------------------
+
+
+def worker(relay, clock) -> QueueWorker:
+    upstream = SmtpUpstream(relay.peer.url, timeout=2, pool_size=2)
+    return QueueWorker(relay.store, upstream, LimitsConfig(), FAST, clock)
+
+
+async def test_scheduled_send_is_delivered_at_its_time(relay) -> None:
+    t = await relay.tenant(credits=10, daily_cap=1)
+    when = (datetime.now(UTC) + timedelta(hours=30)).replace(microsecond=0)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, send_at=when.isoformat().replace("+00:00", "Z"),
+                                           tags=[{"name": "kind", "value": "reminder"}]))
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "scheduled"
+        mid = r.json()["messageId"]
+        row = (await api.get(f"/v1/messages/{mid}", t.key)).json()
+        assert row["status"] == "scheduled" and row["scheduledAt"] == when.isoformat()
+        # a scheduled message does not use the sender's daily cap (1): this one still goes out now
+        assert (await api.send(t.key, body_for(t))).status_code == 200
+    assert await relay.balance(t) == 8  # charged at once
+    w = worker(relay, lambda: when - timedelta(seconds=1))
+    assert (await w.deliver_due()).handled == 0
+    assert len(relay.peer.messages) == 1
+    # the operator's release of capped mail does not release scheduled mail
+    assert await relay.store.release(datetime.now(UTC)) == 0
+    w.clock = lambda: when + timedelta(seconds=1)  # 30 hours later: past the 24 h of a capped message
+    assert (await w.deliver_due()).sent == 1
+    await w.upstream.close()
+    assert len(relay.peer.messages) == 2 and relay.peer.messages[1].recipients == ["rcpt@dest.test"]
+    async with serve_api(relay) as api:
+        row = (await api.get(f"/v1/messages/{mid}", t.key)).json()
+    assert row["status"] == "sent" and row["creditsRefunded"] == 0
+    assert await relay.balance(t) == 8
+
+
+async def test_scheduled_send_cancelled_is_refunded(relay) -> None:
+    t = await relay.tenant(credits=10)
+    when = datetime.now(UTC) + timedelta(hours=2)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, to=["a@dest.test", "b@dest.test"], send_at=when.isoformat()))
+        assert r.status_code == 202, r.text
+        mid = r.json()["messageId"]
+        assert await relay.balance(t) == 8
+        other = await relay.tenant(credits=10, sender="app@other.test")
+        assert_failure(await api.client.delete(f"/v1/messages/{mid}", headers={
+            "Authorization": f"Bearer {other.key}"}), 404, "NOT_FOUND")
+        gone = await api.client.delete(f"/v1/messages/{mid}", headers={"Authorization": f"Bearer {t.key}"})
+        assert gone.status_code == 200 and gone.json() == {"ok": True, "messageId": mid, "status": "cancelled"}
+        assert await relay.balance(t) == 10
+        again = await api.client.delete(f"/v1/messages/{mid}", headers={"Authorization": f"Bearer {t.key}"})
+        assert_failure(again, 409, "NOT_CANCELLABLE", "only a scheduled message can be cancelled; this one is cancelled")
+        row = (await api.get(f"/v1/messages/{mid}", t.key)).json()
+        assert row["status"] == "cancelled" and row["creditsRefunded"] == 2
+        sent = await api.send(t.key, body_for(t))
+        assert_failure(await api.client.delete(f"/v1/messages/{sent.json()['messageId']}", headers={
+            "Authorization": f"Bearer {t.key}"}), 409, "NOT_CANCELLABLE")
+        assert_failure(await api.client.delete(f"/v1/messages/{uuid.uuid4()}", headers={
+            "Authorization": f"Bearer {t.key}"}), 404, "NOT_FOUND")
+    w = worker(relay, lambda: when + timedelta(minutes=1))
+    assert (await w.deliver_due()).handled == 0  # nothing left to deliver
+    await w.upstream.close()
+    assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
+
+
+async def test_scheduled_send_fails_permanently_and_is_refunded(relay) -> None:
+    t = await relay.tenant(credits=10)
+    when = datetime.now(UTC) + timedelta(minutes=10)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, send_at=when.isoformat()))
+        assert r.status_code == 202
+    relay.peer.handler.rcpt_replies["rcpt@dest.test"] = "550 5.1.1 no such user"
+    w = worker(relay, lambda: when + timedelta(seconds=5))
+    assert (await w.deliver_due()).failed == 1
+    await w.upstream.close()
+    assert await relay.balance(t) == 10
