@@ -193,6 +193,17 @@ class EmbeddedPostgres:
             tail = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
             raise EmbeddedError(f"initdb failed: {tail[-1] if tail else result.returncode}")
 
+    def _check_major(self) -> None:
+        """A cluster runs only on the major version that made it: say so, rather than a log to read."""
+        made_by = (self.pgdata / "PG_VERSION").read_text().strip()
+        running = self.binaries.version().removeprefix("PostgreSQL ").split(".")[0]
+        if running.isdigit() and made_by != running:
+            raise EmbeddedError(
+                f"the cluster in {self.pgdata} was made by PostgreSQL {made_by}, but the binaries are "
+                f"{self.binaries.version()} from {self.binaries.origin}: pick PostgreSQL {made_by}'s "
+                "(RELAY_PG_BINARIES) or start from a new data folder"
+            )
+
     def _running_socket_dir(self) -> Path | None:
         """The socket folder of a server already running on this data folder (another relay's)."""
         pid_file = self.pgdata / "postmaster.pid"
@@ -208,6 +219,7 @@ class EmbeddedPostgres:
         self._prepare_folders()
         if not self.initialized():
             self._initdb()
+        self._check_major()
         running = self._running_socket_dir()
         if running is not None:
             # another relay process (say `relay dev`) owns it: use it, leave it running

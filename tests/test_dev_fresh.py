@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from relay.embedded import REACHABLE_ROOT, SERVER_UID
-from relay.pg_binaries import BINARIES_ENV, wheel_bin_dir
+from relay.pg_binaries import BINARIES_ENV, Binaries, system_bin_dir, wheel_bin_dir
 from tests.dev_helpers import (
     RELAY,
     dev_env,
@@ -121,3 +121,22 @@ async def test_dev_as_root_from_a_0700_folder(root_only_app: Path, binaries: str
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
     assert cluster is not None and not postgres_running_on(cluster)
+
+
+@pytest.mark.skipif(system_bin_dir() is None, reason="needs system PostgreSQL binaries besides the wheel's")
+async def test_dev_on_a_cluster_of_another_major_version_says_so(tmp_dir: Path) -> None:
+    data = tmp_dir / "relay-data"
+    dev = await start_dev(data, env=dev_env(**{BINARIES_ENV: "system"}))
+    assert await stop(dev) == 0
+    made_by = (data / "postgres" / "pg" / "PG_VERSION").read_text().strip()
+    wheel_major = Binaries(wheel_bin_dir() or Path("/"), "").version().split()[-1].split(".")[0]
+    if made_by == wheel_major:
+        pytest.skip(f"the system's PostgreSQL is {made_by}, like the wheel's")
+    proc = await asyncio.create_subprocess_exec(
+        RELAY, "dev", "--data-dir", str(data), env=dev_env(**{BINARIES_ENV: "wheel"}),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 1 and text.count("\n") == 1 and "Traceback" not in text, text
+    assert f"was made by PostgreSQL {made_by}, but the binaries are PostgreSQL {wheel_major}." in text, text
