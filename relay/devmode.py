@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from relay.channels.base import Endpoint
 from relay.config import Config, parse_listen
 
 DEV_SMTP_LISTEN = "127.0.0.1:2525"
@@ -65,21 +65,12 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """One listener as bound: its name ('smtp', 'smtps', 'http'), host and actual port."""
-
-    name: str
-    host: str
-    port: int
-
-    @property
-    def address(self) -> str:
-        """host:port, with brackets round an IPv6 host."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+def _address(endpoint: Endpoint) -> str:
+    """host:port, with brackets round an IPv6 host."""
+    return f"[{endpoint.host}]:{endpoint.port}" if ":" in endpoint.host else f"{endpoint.host}:{endpoint.port}"
 
 
-def banner(cfg: Config, listening: list[Bound], database: str, account: str, credits: int, key: str) -> str:
+def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, credits: int, key: str) -> str:
     """What `relay dev` prints once it listens: where everything is, and how to send a first message."""
     smtp = cfg.smtp
     tls = bool(smtp.tls_cert)
@@ -88,12 +79,12 @@ def banner(cfg: Config, listening: list[Bound], database: str, account: str, cre
         if bound.name == "smtp":
             notes = ["STARTTLS offered" if tls else "no TLS",
                      "AUTH without TLS allowed" if smtp.allow_plaintext_auth else "AUTH only after STARTTLS"]
-            lines.append(f"  SMTP     {bound.address}  ({'; '.join(notes)})")
+            lines.append(f"  SMTP     {_address(bound)}  ({'; '.join(notes)})")
         elif bound.name == "smtps":
-            lines.append(f"  SMTPS    {bound.address}  (implicit TLS)")
+            lines.append(f"  SMTPS    {_address(bound)}  (implicit TLS)")
         elif bound.name == "http":
             scheme = "https" if cfg.http.tls_cert else "http"
-            lines.append(f"  HTTP     {scheme}://{bound.address}/v1/send  (Authorization: Bearer <key>)")
+            lines.append(f"  HTTP     {scheme}://{_address(bound)}/v1/send  (Authorization: Bearer <key>)")
     sender = f"demo@{DEV_SENDER_DOMAIN}"
     lines += [
         f"  upstream {cfg.upstream.url} (every accepted message lands there)",
@@ -105,11 +96,11 @@ def banner(cfg: Config, listening: list[Bound], database: str, account: str, cre
     http_at = next((b for b in listening if b.name == "http"), None)
     if smtp_at is not None:
         starttls = " --tls" if tls and not smtp.allow_plaintext_auth else ""
-        lines.append(f"try:  swaks --server {smtp_at.address}{starttls} --auth PLAIN --auth-user demo "
+        lines.append(f"try:  swaks --server {_address(smtp_at)}{starttls} --auth PLAIN --auth-user demo "
                      f"--auth-password '{shown_key}' --from {sender} --to you@example.net --header 'From: {sender}'")
     if http_at is not None:
         scheme = "https" if cfg.http.tls_cert else "http"
-        lines.append(f"  or: curl -s {scheme}://{http_at.address}/v1/send -H 'Authorization: Bearer {shown_key}' "
+        lines.append(f"  or: curl -s {scheme}://{_address(http_at)}/v1/send -H 'Authorization: Bearer {shown_key}' "
                      f"-H 'Content-Type: application/json' -d '{{\"from\": \"{sender}\", "
                      f"\"to\": \"you@example.net\", \"subject\": \"hi\", \"text\": \"hello\"}}'")
     lines.append("Ctrl-C stops everything.")

