@@ -66,7 +66,7 @@ def _die_with_parent() -> None:
 
 def _short_name(folder: Path) -> str:
     """A short, stable, readable folder name for a data folder: its last parts and a hash of its path."""
-    tail = "-".join(folder.parts[-2:])
+    tail = "-".join(folder.parts[-3:])
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", tail).strip("-.")[:32] or "data"
     return f"{readable}-{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
 
