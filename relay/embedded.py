@@ -75,7 +75,7 @@ class EmbeddedPostgres:
     """One PostgreSQL cluster in a data folder, served on a unix socket in a private folder.
 
     As root, the server runs as uid SERVER_UID; when that uid cannot reach the data folder, the
-    cluster and its socket live under REACHABLE_ROOT instead (`cluster_dir` says where).
+    cluster and its socket live under REACHABLE_ROOT instead (`pgdata` says where, once started).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durable: bool = True) -> None:
@@ -94,11 +94,6 @@ class EmbeddedPostgres:
     def bin_dir(self) -> Path:
         """The folder of the initdb and postgres this cluster runs."""
         return self.binaries.bin_dir
-
-    @property
-    def cluster_dir(self) -> Path:
-        """The folder holding the cluster (pg/) and its socket folder."""
-        return self.pgdata.parent
 
     def _place(self, home: Path) -> None:
         self.pgdata = home / "pg"

@@ -10,9 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from relay.embedded import REACHABLE_ROOT, SERVER_UID
+from relay.embedded import REACHABLE_ROOT, SERVER_UID, EmbeddedPostgres
 from relay.pg_binaries import BINARIES_ENV, Binaries, system_bin_dir, wheel_bin_dir
 from tests.dev_helpers import (
     ANY_PORTS,
@@ -25,7 +26,7 @@ from tests.dev_helpers import (
     stop,
 )
 
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runs relay dev as root from a 0700 folder")
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: relay switches the PostgreSQL account only as root")
 
 
 def delivered(data: Path) -> list[bytes]:
@@ -141,3 +142,26 @@ async def test_dev_on_a_cluster_of_another_major_version_says_so(tmp_dir: Path) 
     text = err.decode()
     assert proc.returncode == 1 and text.count("\n") == 1 and "Traceback" not in text, text
     assert f"was made by PostgreSQL {made_by}, but the binaries are PostgreSQL {wheel_major}." in text, text
+
+
+@as_root
+async def test_a_cluster_made_by_another_account_is_taken_over(tmp_dir: Path) -> None:
+    """Clusters of earlier relays ran as the `postgres` user; now the server runs as uid 65534."""
+    server = EmbeddedPostgres(tmp_dir / "pg", durable=False)
+    server.start()
+    server.stop()
+    other = SERVER_UID - 1  # any other uid: only the owner may start a cluster
+    for folder, dirs, files in os.walk(server.pgdata):
+        for name in [*dirs, *files, "."]:
+            os.lchown(os.path.join(folder, name), other, other)
+    again = EmbeddedPostgres(tmp_dir / "pg", durable=False)
+    again.start()
+    try:
+        conn = await asyncpg.connect(again.dsn("postgres"))
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+        owners = {os.lstat(os.path.join(folder, name)).st_uid
+                  for folder, dirs, files in os.walk(again.pgdata) for name in [*dirs, *files]}
+        assert owners == {SERVER_UID}
+    finally:
+        again.stop()
