@@ -173,8 +173,8 @@ class SmtpUpstream:
         try:
             conn = await self._checkout()
         except AuthRefused as exc:
-            return Delivery(Verdict.TRANSIENT, f"upstream refused our login: {_reply(exc.reply.code, exc.reply.message)}",
-                            int(FailureCode.SYSTEM_OTHER))
+            refusal = _reply(exc.reply.code, exc.reply.message)
+            return Delivery(Verdict.TRANSIENT, f"upstream refused our login: {refusal}", int(FailureCode.SYSTEM_OTHER))
         except ReplyError as exc:
             return _refusal(exc.reply)
         except (ClientError, WireError, OSError) as exc:

@@ -48,6 +48,7 @@ class ReplyProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._lines: list[str] = []  # the lines so far of a multi-line reply
+        self._reply_bytes = 0  # and their size on the wire
         self._replies: collections.deque[Reply] = collections.deque()
         self._error: WireError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -113,6 +114,7 @@ class ReplyProtocol(asyncio.Protocol):
         (RFC 3207: a reply injected before the handshake must not be read as coming through TLS)."""
         self._buffer.clear()
         self._lines.clear()
+        self._reply_bytes = 0
         self._replies.clear()
 
     def close(self) -> None:
@@ -150,11 +152,13 @@ class ReplyProtocol(asyncio.Protocol):
         text = line[4:].strip(b" \t").decode("utf-8", "replace")
         if separator == b"-":
             self._lines.append(text)
-            if sum(map(len, self._lines)) > MAX_REPLY:
+            self._reply_bytes += len(line)
+            if self._reply_bytes > MAX_REPLY:
                 raise MalformedReply(f"reply longer than {MAX_REPLY} bytes")
             return
         if self._lines:
             self._lines.append(text)
             text = "\n".join(self._lines)
             self._lines.clear()
+            self._reply_bytes = 0
         self._replies.append(Reply(int(code), text))
