@@ -230,3 +230,42 @@ def test_ehlo_keywords_and_old_style_auth() -> None:
                          "8BITMIME\nSMTPUTF8\n-bogus")
     assert offered == {"pipelining": "", "size": "35882577", "auth": "LOGIN PLAIN LOGIN", "8bitmime": "",
                        "smtputf8": ""}
+
+
+async def test_a_reply_injected_before_the_tls_handshake_is_ignored(server_tls: ssl.SSLContext,
+                                                                     ca_file: str) -> None:
+    """RFC 3207 (CVE-2011-0411's kind): bytes that came in plaintext with the 220 to STARTTLS
+    must not be read as the answer to a command sent through TLS."""
+    got: list[bytes] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 plain ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-plain\r\n250 STARTTLS\r\n")
+        got.append(await reader.readline())
+        # one segment: the rest is the attack, a line left open so the first reply through TLS
+        # would complete it (a whole reply would be dropped anyway: each command drops those)
+        writer.write(b"220 2.0.0 go ahead\r\n250 injected ")
+        await writer.drain()
+        await writer.start_tls(server_tls)
+        got.append(await reader.readline())  # EHLO again, through TLS
+        writer.write(b"250-tls\r\n250 PIPELINING\r\n")
+        got.extend([await reader.readline() for _ in range(3)])
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 queued through tls\r\n")
+        await reader.readline()  # QUIT
+        writer.write(b"221 bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        upstream = SmtpUpstream(f"smtp+starttls://127.0.0.1:{port}", timeout=5, tls_ca_file=ca_file)
+        delivery = await upstream.deliver("app@example.com", ["a@example.net"], MESSAGE)
+        await upstream.close()
+        assert delivery.verdict is Verdict.SENT and delivery.reply == "250 2.0.0 queued through tls"
+        assert got[0] == b"STARTTLS\r\n" and got[1].startswith(b"EHLO ")
+        assert got[2:] == [b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<a@example.net>\r\n", b"DATA\r\n"]
+    finally:
+        server.close()

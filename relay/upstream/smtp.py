@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 import ssl
@@ -65,6 +66,13 @@ def _content(data: bytes | bytearray, verified: bool, dot_free: bool) -> bytes |
     return stuffed
 
 
+@functools.cache
+def _fqdn() -> str:
+    """This host's name for EHLO where none is configured; looked up once (it may ask DNS)."""
+    name = socket.getfqdn()
+    return name if name.isascii() and name else "localhost"
+
+
 def _needs_smtputf8(mail_from: str, recipients: Sequence[str]) -> bool:
     return not (mail_from.isascii() and all(r.isascii() for r in recipients))
 
@@ -94,7 +102,7 @@ class SmtpUpstream:
         self.username = username or unquote(parts.username or "")
         self.password = password or unquote(parts.password or "")
         self.timeout = timeout
-        self.local_hostname = local_hostname or socket.getfqdn()
+        self.local_hostname = local_hostname or _fqdn()
         self._tls: ssl.SSLContext | None = None
         if self.scheme != "smtp":
             self._tls = ssl.create_default_context(cafile=tls_ca_file or None)
