@@ -18,6 +18,7 @@ import re
 import ssl
 from collections.abc import Sequence
 
+from relay.errors import RelayError
 from relay.upstream.wire import ConnectionLost, Reply, ReplyProtocol, WireError
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # CR, LF, NUL... in an argument would inject commands
@@ -25,7 +26,7 @@ _KEYWORD = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:[ =](.*))?")
 JOIN_BELOW = 256 * 1024  # content up to this size goes out with its final dot in one write
 
 
-class ClientError(Exception):
+class ClientError(RelayError):
     """A step of the conversation failed in a way the server did not phrase as a reply."""
 
 

@@ -11,6 +11,8 @@ import asyncio
 import collections
 from typing import NamedTuple, cast
 
+from relay.errors import RelayError
+
 MAX_LINE = 8192  # one reply line; RFC 5321 says 512, servers' EHLO lines run longer
 MAX_REPLY = 4 * MAX_LINE  # a whole multi-line reply: bounds memory against an endless one
 
@@ -25,7 +27,7 @@ class Reply(NamedTuple):
         return f"{self.code} {' '.join(self.message.split())}"
 
 
-class WireError(Exception):
+class WireError(RelayError):
     """The connection cannot carry on: it was lost, or the server said something that is no reply."""
 
 
