@@ -72,7 +72,7 @@ async def test_a_7bit_ascii_message_says_neither(plain_peer: Peer) -> None:
 
 
 async def test_8bit_content_goes_with_body_8bitmime(plain_peer: Peer) -> None:
-    """Found in the data itself (a byte above 127), whatever the caller said: the queue passes no flags."""
+    """Found in the data itself (a byte above 127) where the caller does not say: the queue passes no flags."""
     delivery, upstream = await _send(plain_peer, ["a@example.net"], EIGHT_BIT)
     await upstream.close()
     assert delivery.verdict is Verdict.SENT
@@ -85,6 +85,14 @@ async def test_the_callers_body_8bit_is_passed_on(plain_peer: Peer) -> None:
     await upstream.close()
     assert delivery.verdict is Verdict.SENT
     assert plain_peer.messages[0].mail_options == ["BODY=8BITMIME"]
+
+
+async def test_a_caller_that_says_7bit_is_believed(plain_peer: Peer) -> None:
+    """body_8bit=False: the caller looked already (the data is not searched again)."""
+    delivery, upstream = await _send(plain_peer, ["a@example.net"], EIGHT_BIT, body_8bit=False)
+    await upstream.close()
+    assert delivery.verdict is Verdict.SENT
+    assert plain_peer.messages[0].mail_options == []
 
 
 async def test_8bit_content_to_an_upstream_without_8bitmime_is_refused_for_good(plain_peer: Peer) -> None:

@@ -44,15 +44,16 @@ class Upstream(Protocol):
     """A place accepted mail is handed to."""
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool = False,
+                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
                       smtputf8: bool = False) -> Delivery:
         """Hand over one message; the result says what happened, errors included.
 
         crlf_verified: the caller already checked that every line ends in CRLF (no bare CR or LF),
         so the upstream need not check again before sending the data as is.
         dot_free: the caller already checked that no line starts with a dot (nothing to stuff).
-        body_8bit: the message is 8-bit (the client said BODY=8BITMIME). An SMTP upstream also
-        finds this out itself from a byte above 127 in data, and then says BODY=8BITMIME.
+        body_8bit: True, the message is 8-bit (the client said BODY=8BITMIME); False, the caller
+        looked and every byte is ASCII; None (not known, e.g. the queue's stored bodies): an SMTP
+        upstream looks itself (about 1 ms per 10 MB), so 8-bit content always goes with BODY=8BITMIME.
         smtputf8: the message needs SMTPUTF8 (RFC 6531; the client said SMTPUTF8, e.g. for UTF-8
         headers). An SMTP upstream also finds this out itself from a non-ASCII envelope address.
         Where the upstream does not offer what the message needs, the Delivery is PERMANENT with

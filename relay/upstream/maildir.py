@@ -32,7 +32,7 @@ class MaildirUpstream:
         return self._box.add(envelope + data)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool = False,
+                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
                       smtputf8: bool = False) -> Delivery:
         """Write the message; a full disk or similar is a transient failure.
 

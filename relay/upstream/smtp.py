@@ -153,16 +153,17 @@ class SmtpUpstream:
         self._idle.append(conn)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool = False,
+                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
                       smtputf8: bool = False) -> Delivery:
         """One relay attempt within the total deadline; any failure is a Delivery, never a raise.
 
         The deadline includes the wait for a free connection: a message is 'sending' from its
         admit on, and the recovery sweep counts on no send lasting much past the timeout.
-        BODY=8BITMIME goes with 8-bit data (body_8bit, or a byte above 127 found here), SMTPUTF8
-        with a non-ASCII envelope (or smtputf8); see Upstream.deliver for an upstream lacking them.
+        BODY=8BITMIME goes with 8-bit data (body_8bit, or where None a byte above 127 found here),
+        SMTPUTF8 with a non-ASCII envelope (or smtputf8); see Upstream.deliver for an upstream
+        lacking them.
         """
-        eight_bit = body_8bit or not data.isascii()
+        eight_bit = not data.isascii() if body_8bit is None else body_8bit
         utf8 = smtputf8 or _needs_smtputf8(mail_from, recipients)
         try:
             async with asyncio.timeout(self.timeout), self._slots:
