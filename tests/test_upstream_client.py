@@ -269,3 +269,19 @@ async def test_a_reply_injected_before_the_tls_handshake_is_ignored(server_tls: 
         assert got[2:] == [b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<a@example.net>\r\n", b"DATA\r\n"]
     finally:
         server.close()
+
+
+async def test_a_server_that_never_greets_is_given_up_at_the_deadline_and_hung_up_on(
+        serve: Callable[[Session], Awaitable[int]]) -> None:
+    hung_up = asyncio.Event()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # says nothing; returns when the client hangs up
+        hung_up.set()
+
+    upstream = SmtpUpstream(f"smtp://127.0.0.1:{await serve(session)}", timeout=0.5)
+    delivery = await upstream.deliver("app@example.com", ["a@example.net"], MESSAGE)
+    assert delivery.verdict is Verdict.TRANSIENT and delivery.reply == "upstream did not answer within 0.5s"
+    assert delivery.failure_code == int(FailureCode.PROTOCOL_ERROR)
+    await asyncio.wait_for(hung_up.wait(), 5)  # the half-open connection was closed, not leaked
+    await upstream.close()

@@ -99,6 +99,8 @@ class SmtpClient:
         connection is closed before the error goes on.
         """
         loop = asyncio.get_running_loop()
+        if tls is None and (implicit_tls or starttls):
+            tls = ssl.create_default_context()  # never plaintext where TLS is asked for
         _transport, protocol = await loop.create_connection(
             ReplyProtocol, host, port, ssl=tls if implicit_tls else None,
             server_hostname=host if implicit_tls else None)
@@ -109,7 +111,8 @@ class SmtpClient:
                 raise ReplyError(greeting)
             await client.hello()
             if starttls:
-                await client.starttls(tls or ssl.create_default_context())
+                assert tls is not None
+                await client.starttls(tls)
             if username:
                 await client.login(username, password)
         except BaseException:
