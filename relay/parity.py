@@ -110,18 +110,27 @@ async def submit_batch(api: Api, prepared: Prepared) -> list[Result] | Result:
     return [r for r in results if r is not None]
 
 
-async def read_batch(api: Api, request: Request) -> tuple[Opened, object] | Response | Result:
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request refused before its messages were looked at; unread: the body was not read."""
+
+    result: Result
+    unread: bool
+
+
+async def read_batch(api: Api, request: Request) -> tuple[Opened, object] | Refused:
     """Steps 1-2, then the body read and decoded as JSON: the opened call and the document."""
     opened = await api.open(request)
-    if isinstance(opened, Response):
-        return opened
+    if isinstance(opened, Result):
+        return Refused(opened, unread=True)
     body = await api.read_body(request)
     if body is None:
-        return metrics.counted("api", reject(Outcome.TOO_LARGE, "the request body is over the size limit"))
+        return Refused(metrics.counted("api", reject(Outcome.TOO_LARGE, "the request body is over the size limit")),
+                       unread=True)
     try:
         return opened, compose.decode_json(body)
     except compose.RequestError as exc:
-        return metrics.counted("api", reject(Outcome.INVALID, str(exc)))
+        return Refused(metrics.counted("api", reject(Outcome.INVALID, str(exc))), unread=False)
 
 
 def routes(api: Api) -> list[Route]:
@@ -130,8 +139,9 @@ def routes(api: Api) -> list[Route]:
     async def send_batch(request: Request) -> Response:
         """POST /v1/send/batch: up to 100 messages, one result each; 200 all accepted, else 207."""
         read = await read_batch(api, request)
-        if not isinstance(read, tuple):
-            return read if isinstance(read, Response) else refused(api, read)
+        if isinstance(read, Refused):
+            response = api.reply(read.result)
+            return api.unread(response) if read.unread else response
         opened, doc = read
         prepared = await prepare_batch(api, opened, doc, request, request.headers.get("idempotency-key"))
         results = prepared if isinstance(prepared, Result) else await submit_batch(api, prepared)
@@ -167,12 +177,6 @@ def routes(api: Api) -> list[Route]:
         Route("/v1/send/batch", send_batch, methods=["POST"]),
         Route("/v1/messages/{message_id}", cancel, methods=["DELETE"]),
     ]
-
-
-def refused(api: Api, result: Result) -> Response:
-    """The reply to a batch refused before its messages were looked at (413 closes: body unread)."""
-    response = api.reply(result)
-    return api.unread(response) if result.outcome is Outcome.TOO_LARGE else response
 
 
 def _failure(status: int, error: str, code: str) -> JSONResponse:

@@ -68,6 +68,12 @@ def error_reply(api: Api, result: Result) -> JSONResponse:
     return _error(status, name, message, headers or None)
 
 
+def refused(api: Api, refused: parity.Refused) -> Response:
+    """A request refused before its content was looked at, in Resend's shape."""
+    response = error_reply(api, refused.result)
+    return api.unread(response) if refused.unread else response
+
+
 def _attachment(i: int, item: object) -> object:
     """One Resend attachment as relay takes it: a byte list becomes base64, inline_content_id content_id."""
     if not isinstance(item, dict):
@@ -118,8 +124,8 @@ def routes(api: Api) -> list[Route]:
     async def send(request: Request) -> Response:
         """POST /emails: one message; 200 {"id"} once accepted (sent, queued or scheduled)."""
         read = await parity.read_batch(api, request)  # the same steps 1-2, body limit and JSON decoding
-        if not isinstance(read, tuple):
-            return read if isinstance(read, Response) else error_reply(api, read)
+        if isinstance(read, parity.Refused):
+            return refused(api, read)
         opened, doc = read
         body = _translated(doc)
         if isinstance(body, Result):
@@ -136,8 +142,8 @@ def routes(api: Api) -> list[Route]:
         """POST /emails/batch: strict (Resend's default) refuses the whole batch when one message is
         invalid; 'x-batch-validation: permissive' sends the valid ones and lists the others."""
         read = await parity.read_batch(api, request)
-        if not isinstance(read, tuple):
-            return read if isinstance(read, Response) else error_reply(api, read)
+        if isinstance(read, parity.Refused):
+            return refused(api, read)
         opened, doc = read
         if not isinstance(doc, list):
             return error_reply(api, reject(Outcome.INVALID, "the body must be a JSON array of emails"))
@@ -157,9 +163,9 @@ def routes(api: Api) -> list[Route]:
         for i, b in untranslatable:
             assert isinstance(b, Result)
             prepared.results[i] = b
-        refused = [(i, r) for i, r in enumerate(prepared.results) if r is not None]
-        if strict and refused:
-            return error_reply(api, refused[0][1])  # nothing was charged or sent
+        bad = [(i, r) for i, r in enumerate(prepared.results) if r is not None]
+        if strict and bad:
+            return error_reply(api, bad[0][1])  # nothing was charged or sent
         results = await parity.submit_batch(api, prepared)
         if isinstance(results, Result):
             return error_reply(api, results)

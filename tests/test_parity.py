@@ -57,7 +57,7 @@ async def test_attachments_arrive_byte_for_byte(relay) -> None:
             attachments=[
                 {"filename": "data.bin", "content": b64(binary)},
                 {"filename": "logo.png", "content": b64(png), "content_id": "logo@relay"},
-                {"filename": "C:\\Users\\me\\Факту́ра №7 résumé.pdf", "content": b64(b"%PDF-1.7 x")},
+                {"filename": "C:\\Users\\me\\請求書 №7 résumé.pdf", "content": b64(b"%PDF-1.7 x")},
                 {"filename": "notes.txt", "content": b64("héllo\n".encode()), "content_type": "text/plain"},
             ]))
         assert r.status_code == 200, r.text
@@ -66,9 +66,9 @@ async def test_attachments_arrive_byte_for_byte(relay) -> None:
     found = files(message)
     assert found["data.bin"] == ("application/octet-stream", binary, None, "attachment")
     assert found["logo.png"] == ("image/png", png, "<logo@relay>", "inline")
-    name = "Факту́ра №7 résumé.pdf"  # the path is gone, the name kept (RFC 2231 on the wire)
+    name = "請求書 №7 résumé.pdf"  # the path is gone, the name kept (RFC 2231 on the wire)
     assert found[name] == ("application/pdf", b"%PDF-1.7 x", None, "attachment")
-    assert b"filename*" in got.data and "Факту".encode() not in got.data  # 7bit on the wire
+    assert b"filename*" in got.data and "請求書".encode() not in got.data  # 7bit on the wire
     assert found["notes.txt"][:2] == ("text/plain", "héllo\n".encode())
     # the inline image sits with the html in multipart/related; text is the alternative
     types = [p.get_content_type() for p in message.walk()]
@@ -330,7 +330,8 @@ async def test_scheduled_send_cancelled_is_refunded(relay) -> None:
         assert gone.status_code == 200 and gone.json() == {"ok": True, "messageId": mid, "status": "cancelled"}
         assert await relay.balance(t) == 10
         again = await api.client.delete(f"/v1/messages/{mid}", headers={"Authorization": f"Bearer {t.key}"})
-        assert_failure(again, 409, "NOT_CANCELLABLE", "only a scheduled message can be cancelled; this one is cancelled")
+        assert_failure(again, 409, "NOT_CANCELLABLE",
+                       "only a scheduled message can be cancelled; this one is cancelled")
         row = (await api.get(f"/v1/messages/{mid}", t.key)).json()
         assert row["status"] == "cancelled" and row["creditsRefunded"] == 2
         sent = await api.send(t.key, body_for(t))

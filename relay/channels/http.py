@@ -212,13 +212,13 @@ class Api:
         result = await self._principal(request, submission=False)
         return self.reply(result) if isinstance(result, Result) else result
 
-    async def open(self, request: Request) -> Opened | Response:
-        """Steps 1-2 for a submitting feature route (a batch): the key, then the call counted."""
+    async def open(self, request: Request) -> Opened | Result:
+        """Steps 1-2 for a submitting feature route (a batch): the key, then the call counted; the
+        Result is answered before the body is read (see unread)."""
         principal = await self._principal(request, submission=True)
         if isinstance(principal, Result):
-            return self._unread(self.reply(principal))
-        opened = await self.pipeline.open_call(principal, CHANNEL)
-        return self._unread(self.reply(opened)) if isinstance(opened, Result) else opened
+            return principal
+        return await self.pipeline.open_call(principal, CHANNEL)
 
     async def read_body(self, request: Request) -> bytes | None:
         """The body, or None once over the limit of /v1/send (feature routes: a batch as a whole)."""
