@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 MAX_TAGS = 10
@@ -84,3 +86,24 @@ def metadata_from_header(value: str) -> str | None:
 def tags_json(tags: Tags) -> str | None:
     """Tags as the JSON object stored with the message ({name: value}), None when there are none."""
     return json.dumps(dict(tags), separators=(",", ":")) if tags else None
+
+
+SMTP_HEADERS = ("x-relay-tags", "x-relay-metadata")  # read, then removed before relaying
+
+
+def from_smtp_headers(header_block: bytes) -> tuple[Tags, str | None]:
+    """Tags and metadata from a message's X-Relay-Tags: / X-Relay-Metadata: headers (unfolded);
+    TagError when one is malformed or given twice."""
+    if b"x-relay-" not in header_block.lower():  # the common case costs one scan of the header
+        return (), None
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(header_block)
+    found: dict[str, str] = {}
+    for name in SMTP_HEADERS:
+        values = parsed.get_all(name) or []
+        if len(values) > 1:
+            raise TagError(f"{name.title()} is given more than once")
+        if values:
+            found[name] = "".join(str(values[0]).splitlines()).strip()
+    tags = tags_from_header(found["x-relay-tags"]) if "x-relay-tags" in found else ()
+    metadata = metadata_from_header(found["x-relay-metadata"]) if "x-relay-metadata" in found else None
+    return tags, metadata

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from email import policy
 from email.message import EmailMessage
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from relay.config import LimitsConfig, QueueConfig
@@ -19,6 +21,7 @@ from relay.queue import QueueWorker
 from relay.upstream.smtp import SmtpUpstream
 from tests.conftest import assert_untouched
 from tests.http_helpers import assert_failure, body_for, serve_api
+from tests.smtp_helpers import send
 
 FAST = QueueConfig(rate_per_second=1000, poll_seconds=0.2, retry_base_seconds=60, retry_max_seconds=3600)
 
@@ -356,3 +359,35 @@ async def test_scheduled_send_fails_permanently_and_is_refunded(relay) -> None:
     assert (await w.deliver_due()).failed == 1
     await w.upstream.close()
     assert await relay.balance(t) == 10
+
+
+# -- SMTP: X-Relay-Tags / X-Relay-Metadata ----------------------------------------------------------
+
+
+async def test_smtp_tags_and_metadata_headers_are_stored_and_removed(relay) -> None:
+    t = await relay.tenant(credits=10)
+    data = (f"From: {t.sender}\r\nTo: rcpt@dest.test\r\nSubject: tagged\r\n"
+            "X-Relay-Tags: category=invoice,\r\n tenant=a-7\r\n"
+            'X-Relay-Metadata: {"order": 99}\r\n\r\nbody\r\n').encode()
+    reply = await send(relay.port, t.key, t.sender, ["rcpt@dest.test"], data)
+    assert reply.code == 250, reply
+    mid = uuid.UUID(reply.message.removeprefix("OK: "))
+    row = await relay.store.message(mid)
+    assert json.loads(row["tags"]) == {"category": "invoice", "tenant": "a-7"}
+    assert json.loads(row["metadata"]) == {"order": 99}
+    [got] = relay.peer.messages
+    assert b"X-Relay" not in got.data and b"Subject: tagged" in got.data
+    assert [r["id"] for r in await relay.store.logs(tags={"tenant": "a-7"})] == [mid]
+
+
+@pytest.mark.parametrize("header", [
+    "X-Relay-Tags: no value here", "X-Relay-Tags: a=b c", "X-Relay-Metadata: [1, 2]",
+    "X-Relay-Metadata: {broken", "X-Relay-Tags: a=1\r\nX-Relay-Tags: b=2",
+])
+async def test_smtp_bad_tag_headers_are_refused(relay, header: str) -> None:
+    t = await relay.tenant(credits=10)
+    data = f"From: {t.sender}\r\nTo: rcpt@dest.test\r\n{header}\r\n\r\nbody\r\n".encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await send(relay.port, t.key, t.sender, ["rcpt@dest.test"], data)
+    assert refused.value.code == 550
+    await assert_untouched(relay, t, 10)

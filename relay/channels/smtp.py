@@ -25,9 +25,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import hygiene, metrics
+from relay import tags as relay_tags
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
-from relay.domain import Principal
+from relay.domain import Extras, Principal
 from relay.errors import ListenError
 from relay.outcomes import Outcome, Result
 from relay.pipeline import Message, Pipeline, Transaction
@@ -456,7 +457,10 @@ class RelaySMTP(SMTP):
                 message = self._message(data, dot_free=not dotted)  # data is edited in place
                 # aiosmtpd cancels this coroutine when the client hangs up: once a send may be
                 # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
-                result = await self.channel.pipeline.submit_detached(txn, message)
+                if isinstance(message, Result):  # X-Relay-Tags / X-Relay-Metadata malformed
+                    result = metrics.counted("smtp", message)
+                else:
+                    result = await self.channel.pipeline.submit_detached(txn, message)
                 del message
             self._reset_timeout()
             self._set_post_data_state()
@@ -466,13 +470,18 @@ class RelaySMTP(SMTP):
         if self.channel.draining:
             self.say_goodbye()
 
-    def _message(self, data: bytearray, *, dot_free: bool) -> Message:
+    def _message(self, data: bytearray, *, dot_free: bool) -> Message | Result:
         """Parse the header facts and add the trace and missing headers, in data itself.
 
         data is _read_data's buffer: the message is data[2:].
         """
         assert self.envelope is not None and self.session is not None
-        facts = hygiene.read_header_facts(hygiene.header_section(data, 2))
+        header = hygiene.header_section(data, 2)
+        facts = hygiene.read_header_facts(header)
+        try:
+            tags, metadata = relay_tags.from_smtp_headers(header)
+        except relay_tags.TagError as exc:
+            return Result(Outcome.INVALID, reason=str(exc), enhanced="5.6.0")
         fingerprint = None
         if facts.idempotency_key is not None:
             # the payload as the client sent it: envelope and data, before our own header additions
@@ -493,6 +502,7 @@ class RelaySMTP(SMTP):
         prepared = hygiene.prepare_for_relay_in_place(
             data, 2, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             date=email.utils.format_datetime(now),
+            remove=("bcc", "idempotency-key", *relay_tags.SMTP_HEADERS),
         )
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
@@ -500,6 +510,7 @@ class RelaySMTP(SMTP):
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
+            extras=Extras(relay_tags.tags_json(tags), metadata),
         )
 
 
