@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from relay import commands, devmode, keys
+from relay import tags as relay_tags
 from relay.addresses import is_valid_sender_pattern
 from relay.config import Config, ConfigError, load_config
 from relay.devmode import DEV_ACCOUNT, DEV_KEY_NAME, DEV_SENDER_DOMAIN
@@ -156,11 +157,12 @@ async def cmd_logs(store: Store, args: argparse.Namespace) -> None:
     """Show message log rows, newest first."""
     account_id = (await store.find_account(args.account)).id if args.account else None
     rows = await store.logs(account_id=account_id, status=args.status, channel=args.channel,
-                            limit=args.limit)
+                            limit=args.limit, tags=dict(args.tag) if args.tag else None)
     text = "\n".join(
         f"{r['created_at']:%Y-%m-%d %H:%M:%S} {r['id']} {r['channel']:4} {r['status']:7} "
         f"{r['sender']} rcpt={r['recipient_count']} charged={r['credits_charged']} "
         f"refunded={r['credits_refunded']} code={r['failure_code'] or '-'}"
+        + (f" tags={r['tags']}" if r.get("tags") else "")
         for r in rows
     )
     _emit(args, rows, text or "no messages")
@@ -320,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["sending", "sent", "queued", "failed"])
     p.add_argument("--channel", choices=["api", "smtp"])
     p.add_argument("--limit", type=_positive("--limit"), default=50)
+    p.add_argument("--tag", type=relay_tags.cli_tag, action="append", metavar="NAME=VALUE",
+                   help="only messages with this tag (repeat: all of them)")
     p = leaf(sub, "queue", cmd_queue, "list queued messages (or: queue release)")
     p.add_argument("--sender")
     queue = p.add_subparsers(dest="action", required=False, parser_class=_Parser)

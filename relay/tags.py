@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from email.parser import BytesHeaderParser
@@ -107,3 +108,11 @@ def from_smtp_headers(header_block: bytes) -> tuple[Tags, str | None]:
     tags = tags_from_header(found["x-relay-tags"]) if "x-relay-tags" in found else ()
     metadata = metadata_from_header(found["x-relay-metadata"]) if "x-relay-metadata" in found else None
     return tags, metadata
+
+
+def cli_tag(text: str) -> tuple[str, str]:
+    """A command line's NAME=VALUE tag filter (argparse type)."""
+    name, eq, value = text.partition("=")
+    if not eq or not TAG_PART.fullmatch(name) or not TAG_PART.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"a tag is NAME=VALUE of ASCII letters, digits, '_' or '-': {text!r}")
+    return name, value

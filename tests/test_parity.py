@@ -391,3 +391,22 @@ async def test_smtp_bad_tag_headers_are_refused(relay, header: str) -> None:
         await send(relay.port, t.key, t.sender, ["rcpt@dest.test"], data)
     assert refused.value.code == 550
     await assert_untouched(relay, t, 10)
+
+
+async def test_cli_logs_filters_by_tag(relay, db_dsn) -> None:
+    from tests.test_cli import run
+
+    t = await relay.tenant(credits=10)
+    async with serve_api(relay) as api:
+        tagged = await api.send(t.key, body_for(t, tags=[{"name": "kind", "value": "invoice"},
+                                                         {"name": "shop", "value": "eu"}]))
+        await api.send(t.key, body_for(t, tags=[{"name": "kind", "value": "receipt"}]))
+        await api.send(t.key, body_for(t))
+    code, out, _ = await run(db_dsn, "logs", "--tag", "kind=invoice", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [tagged.json()["messageId"]]
+    code, out, _ = await run(db_dsn, "logs", "--tag", "kind=invoice", "--tag", "shop=us", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = await run(db_dsn, "logs", "--tag", "kind=invoice")
+    assert code == 0 and 'tags={"kind": "invoice", "shop": "eu"}' in out
+    code, _, err = await run(db_dsn, "logs", "--tag", "kind")
+    assert code == 2 and "a tag is NAME=VALUE" in err
