@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay import openapi_parity
+
 
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
@@ -272,3 +274,5 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+openapi_parity.extend(DOCUMENT)  # issue 18: attachments, tags, batch, scheduling, Resend routes

@@ -156,27 +156,27 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse({"ok": accepted, "results": entries}, status_code=200 if accepted else 207,
                             headers=headers)
 
-    async def cancel(request: Request) -> Response:
-        """DELETE /v1/messages/{id}: cancel a scheduled message before its time; refunded."""
-        principal = await api.principal(request)
-        if isinstance(principal, Response):
-            return principal
-        try:
-            message_id = uuid.UUID(request.path_params["message_id"])
-        except ValueError:
-            return _failure(404, "no such message", "NOT_FOUND")
-        if await api.store.cancel_scheduled(message_id, principal.account_id):
-            return JSONResponse({"ok": True, "messageId": str(message_id), "status": "cancelled"})
-        row = await api.store.message(message_id)
-        if row is None or row["account_id"] != principal.account_id:
-            return _failure(404, "no such message", "NOT_FOUND")
-        shown = public_fields(row).get("status", row["status"])
-        return _failure(409, f"only a scheduled message can be cancelled; this one is {shown}", "NOT_CANCELLABLE")
-
     return [
         Route("/v1/send/batch", send_batch, methods=["POST"]),
-        Route("/v1/messages/{message_id}", cancel, methods=["DELETE"]),
     ]
+
+
+async def cancel(api: Api, request: Request) -> Response:
+    """DELETE /v1/messages/{id}: cancel a scheduled message before its time; refunded."""
+    principal = await api.principal(request)
+    if isinstance(principal, Response):
+        return principal
+    try:
+        message_id = uuid.UUID(request.path_params["message_id"])
+    except ValueError:
+        return _failure(404, "no such message", "NOT_FOUND")
+    if await api.store.cancel_scheduled(message_id, principal.account_id):
+        return JSONResponse({"ok": True, "messageId": str(message_id), "status": "cancelled"})
+    row = await api.store.message(message_id)
+    if row is None or row["account_id"] != principal.account_id:
+        return _failure(404, "no such message", "NOT_FOUND")
+    shown = public_fields(row).get("status", row["status"])
+    return _failure(409, f"only a scheduled message can be cancelled; this one is {shown}", "NOT_CANCELLABLE")
 
 
 def _failure(status: int, error: str, code: str) -> JSONResponse:

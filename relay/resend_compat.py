@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ RESEND_ERRORS: dict[Outcome, tuple[int, str]] = {
     Outcome.UPSTREAM_UNAVAILABLE: (500, "application_error"),
     Outcome.TEMPORARY: (500, "application_error"),
 }
+_MISSING = re.compile(r"field '\w+' is required")
 # relay's status of a message -> Resend's last_event
 LAST_EVENT = {"sending": "queued", "queued": "queued", "scheduled": "scheduled", "sent": "sent",
               "failed": "failed", "cancelled": "canceled", "suppressed": "suppressed"}
@@ -60,11 +62,12 @@ def _error(status: int, name: str, message: str, headers: dict[str, str] | None 
 def error_reply(api: Api, result: Result) -> JSONResponse:
     """A refused or failed send in Resend's error shape; relay's own wording as the message."""
     status, name = RESEND_ERRORS[result.outcome]
-    if name == "validation_error" and result.reason.startswith("field ") and "is required" in result.reason:
+    if name == "validation_error" and _MISSING.search(result.reason):
         name = "missing_required_field"
     relay_reply = api.reply(result)
     message = json.loads(bytes(relay_reply.body)).get("error", result.outcome.value)
-    headers = {k: v for k, v in relay_reply.headers.items() if k.lower() == "retry-after"}
+    # Retry-After on 429 only, where Resend sends it (rate limits)
+    headers = {k: v for k, v in relay_reply.headers.items() if k.lower() == "retry-after" and status == 429}
     return _error(status, name, message, headers or None)
 
 

@@ -501,7 +501,7 @@ async def test_every_documented_operational_response_is_real(relay: LiveRelay, h
 
     for path in ("/nope", "/v1", "/v1/send/extra", "/v1/messages"):
         assert c.check_routing(await http.get(path), "NotFound").status_code == 404, path
-    wrong = [("GET", "/v1/send"), ("POST", "/healthz"), ("DELETE", "/v1/messages/x"), ("PUT", "/v1/openapi.json")]
+    wrong = [("GET", "/v1/send"), ("POST", "/healthz"), ("PUT", "/v1/messages/x"), ("PUT", "/v1/openapi.json")]
     for method, path in wrong:
         response = c.check_routing(await http.request(method, path), "MethodNotAllowed")
         assert response.status_code == 405, (method, path)

@@ -329,7 +329,9 @@ class Api:
         return response
 
     async def message(self, request: Request) -> Response:
-        """GET /v1/messages/{id}: the caller's own log row; any other id is 404."""
+        """GET /v1/messages/{id}: the caller's own log row; any other id is 404. (DELETE: parity.cancel)"""
+        if request.method == "DELETE":
+            return await parity.cancel(self, request)
         principal = await self._principal(request, submission=False)
         if isinstance(principal, Result):
             return self.reply(principal)
@@ -387,7 +389,8 @@ def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
     api = Api(pipeline, hostname, max_message_bytes, context)
     routes = [
         Route("/v1/send", _guarded(api.send), methods=["POST"]),
-        Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET"]),
+        # one route for both methods, so that a 405 on the path lists both in Allow
+        Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET", "DELETE"]),
         Route("/healthz", _guarded(api.healthz), methods=["GET"]),
         Route("/readyz", _guarded(api.readyz), methods=["GET"]),
         Route("/metrics", _guarded(api.metrics), methods=["GET"]),
