@@ -137,6 +137,7 @@ class Attachmentlike(Protocol):
 
 
 _B64_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
+_B64_BLOCK = _B64_LINE * 2048  # encoded bytes cut into lines per step (about 160 KB)
 
 
 def _param_header(name: str, value: str, param: str, filename: str) -> str:
@@ -150,33 +151,46 @@ def _param_header(name: str, value: str, param: str, filename: str) -> str:
     return _rendered(name, f'{value}; {param}="{filename}"')
 
 
-def _wrapped_base64(data: bytes) -> list[bytes]:
-    """data in base64 as 76-character lines (no line ends), encoded once and cut by slicing: the
-    one copy of the payload the message needs, no per-line Python encode."""
+def _wrapped_base64(data: bytes) -> bytearray:
+    """data in base64, in lines of 76 characters joined by CRLF (no final line end). Encoded once in
+    C, then cut and joined a block of lines at a time into one preallocated buffer: no Python step
+    per line, and no object per line alive at once (for 9 MB: 165,000 lines)."""
     encoded = binascii.b2a_base64(data, newline=False)
-    return list(map(encoded.__getitem__, map(slice, range(0, len(encoded), _B64_LINE),
-                                             range(_B64_LINE, len(encoded) + _B64_LINE, _B64_LINE))))
+    size = len(encoded)
+    lines = -(-size // _B64_LINE)
+    out = bytearray(size + 2 * max(lines - 1, 0))
+    at = 0
+    for start in range(0, size, _B64_BLOCK):
+        stop = min(start + _B64_BLOCK, size)
+        piece = b"\r\n".join(map(encoded.__getitem__, map(slice, range(start, stop, _B64_LINE),
+                                                          range(start + _B64_LINE, stop + _B64_LINE, _B64_LINE))))
+        if stop < size:
+            piece += b"\r\n"
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+    return out
 
 
-def _attachment_part(att: Attachmentlike) -> list[bytes]:
+def _attachment_part(att: Attachmentlike) -> list[bytes | bytearray]:
     """Headers, blank line and base64 body lines of one attachment (no trailing boundary)."""
     head = _param_header("Content-Type", att.content_type, "name", att.filename)
     head += "Content-Transfer-Encoding: base64\r\n"
     head += _param_header("Content-Disposition", att.disposition, "filename", att.filename)
     if att.content_id:
         head += f"Content-ID: <{att.content_id}>\r\n"
-    lines = _wrapped_base64(att.content)
-    return [head.encode("ascii") + b"\r\n", b"\r\n".join(lines), b"\r\n"]
+    return [head.encode("ascii") + b"\r\n", _wrapped_base64(att.content), b"\r\n"]
 
 
-def _multipart(subtype: str, parts: Sequence[list[bytes]], *, mime_version: bool) -> list[bytes]:
+def _multipart(subtype: str, parts: Sequence[list[bytes | bytearray]], *,
+               mime_version: bool) -> list[bytes | bytearray]:
     """A multipart entity (headers included) as a list of byte pieces; parts are piece lists."""
     boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
     # as _boundary: never a line of the parts (a fast substring search, even over megabytes)
     while any(boundary.encode() in piece for part in parts for piece in part):
         boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
     version = "MIME-Version: 1.0\r\n" if mime_version else ""
-    out = [f'{version}Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'.encode()]
+    out: list[bytes | bytearray] = [
+        f'{version}Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'.encode()]
     for i, part in enumerate(parts):
         out.append(f"--{boundary}\r\n".encode() if i == 0 else f"\r\n--{boundary}\r\n".encode())
         out.extend(part)
@@ -184,7 +198,7 @@ def _multipart(subtype: str, parts: Sequence[list[bytes]], *, mime_version: bool
     return out
 
 
-def _body_parts(text: str | None, html: str | None) -> list[bytes]:
+def _body_parts(text: str | None, html: str | None) -> list[bytes | bytearray]:
     """The text/html body as one entity without MIME-Version (nested inside a multipart)."""
     if text and html:
         first, second = _part(text, "plain", mime_version=False), _part(html, "html", mime_version=False)
@@ -211,6 +225,7 @@ def message_with_attachments(headers: Sequence[str], *, text: str | None, html: 
                           mime_version=False)
     else:
         body = _body_parts(text, html)
+    pieces: list[bytes | bytearray]
     if files:
         pieces = _multipart("mixed", [body, *map(_attachment_part, files)], mime_version=True)
     else:

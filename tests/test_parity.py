@@ -410,3 +410,12 @@ async def test_cli_logs_filters_by_tag(relay, db_dsn) -> None:
     assert code == 0 and 'tags={"kind": "invoice", "shop": "eu"}' in out
     code, _, err = await run(db_dsn, "logs", "--tag", "kind")
     assert code == 2 and "a tag is NAME=VALUE" in err
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 57 * 2048 - 1, 57 * 2048, 57 * 2048 + 1, 300_001])
+def test_base64_lines_match_the_standard_library(size: int) -> None:
+    from relay.mime import _wrapped_base64
+
+    data = os.urandom(size)
+    expected = base64.encodebytes(data).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
+    assert bytes(_wrapped_base64(data)) == expected
