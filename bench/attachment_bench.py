@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay import compose, mime  # noqa: E402
+from relay import compose, mime
 
 
 def request_body(size: int) -> bytes:
