@@ -19,9 +19,10 @@ import dns.rdatatype
 import dns.resolver
 
 from relay.dkim import records
+from relay.errors import RelayError
 
 
-class DnsUnavailable(Exception):
+class DnsUnavailable(RelayError):
     """No answer could be had (timeout, every nameserver failed): try again later."""
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from relay.dkim.sign import Algorithm, PrivateKey
+from relay.errors import RelayError
 
 RSA_BITS = 2048
 _VERSION = b"\x01"  # first byte of a sealed key: the format, so it can change later
@@ -26,7 +27,7 @@ _NONCE_BYTES = 12
 _HKDF_INFO = b"relay dkim private keys v1"
 
 
-class SealedKeyError(Exception):
+class SealedKeyError(RelayError):
     """A sealed key cannot be opened: wrong server secret, or the row was altered or moved."""
 
 
@@ -56,7 +57,7 @@ def public_value(key: PrivateKey) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def key_type(algorithm: Algorithm) -> str:
+def key_type(algorithm: str) -> str:
     """The k= tag of the DNS record for an algorithm."""
     return "ed25519" if algorithm == "ed25519-sha256" else "rsa"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from relay.dkim.canon import hash_relaxed_body, relaxed_header
+from relay.errors import RelayError
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -37,9 +39,10 @@ OVERSIGNED: frozenset[bytes] = frozenset({b"from"})
 
 OFFLOAD_BYTES = 64 * 1024  # bench/dkim_bench.py: inline sign() of 64 KiB is ~0.6 ms wall, 256 KiB ~1.1 ms
 _FOLD_AT = 76
+_FROM_FIELD = re.compile(rb"(?im)^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
 
 
-class SigningError(Exception):
+class SigningError(RelayError):
     """The message cannot be signed (no header section, no From)."""
 
 
@@ -85,6 +88,16 @@ async def sign_async(data: bytes | bytearray, keys: Sequence[SigningKey], now: i
     if len(data) < offload_bytes:
         return sign(data, keys, now)
     return await asyncio.get_running_loop().run_in_executor(None, sign, data, keys, now)
+
+
+def from_header(data: bytes | bytearray) -> str | None:
+    """The value of the first From: field, unfolded, or None when the header section has none."""
+    end = data.find(b"\r\n\r\n")
+    block = bytes(data[: len(data) if end < 0 else end + 2])
+    match = _FROM_FIELD.search(block)
+    if match is None:
+        return None
+    return re.sub(rb"\r\n(?=[ \t])", b"", match[1]).decode("utf-8", "replace").strip()
 
 
 def _split(data: bytes | bytearray) -> tuple[list[_Header], int]:
