@@ -157,7 +157,7 @@ _AUTH_FAILURES = {
 _DOMAIN_PARAMETER = [{"name": "domain", "in": "path", "required": True, "description": "The domain name.",
                       "schema": {"type": "string"}}]
 _NOT_FOUND = {"404": _failure("Not one of this account's sending domains.", "NOT_FOUND")}
-_SECURITY = [{"bearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 PATHS: dict[str, Any] = {
     "/v1/domains": {
