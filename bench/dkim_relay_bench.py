@@ -1,8 +1,10 @@
 """DKIM signing on beside off, through `relay serve`, in one run: msgs/s and relay CPU per message.
 
-One relay process, one database, one sink; two senders of one account, one in a trusted sending
-domain (every message DKIM-signed, RSA-2048) and one in a domain without a key (nothing signed).
-Rounds alternate between them, for 2 KB messages (connection reuse) and 9.5 MiB messages.
+One database, one sink, two `relay serve` processes that differ only in `[dkim] thread_from_bytes`
+(0: every message signed in the signing threads; 10 MB: inline on the event loop); two senders of
+one account, one in a trusted sending domain (every message DKIM-signed, RSA-2048) and one in a
+domain without a key (nothing signed). Runs alternate: signed through the threaded relay, signed
+through the inline one, unsigned; for 2 KB messages (connection reuse) and 9.5 MiB messages.
 
     python bench/dkim_relay_bench.py [--clients 10] [--seconds 10] [--rounds 2] [--large-clients 4]
 
@@ -80,47 +82,55 @@ def main() -> None:
         asyncio.run(create_db())
         dsn = pg.dsn("relay")
         key, signed, unsigned = asyncio.run(prepare(dsn))
-        sink_port, relay_port = free_port(), free_port()
+        sink_port = free_port()
         procs.append(subprocess.Popen([sys.executable, str(smtp_bench.HERE), "--child", "sink",
                                        "--port", str(sink_port)]))
-        env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET,
-                   RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
-                   RELAY_SMTP_MAX_COMMANDS="10000000", RELAY_SMTP_HOSTNAME="relay.bench",
-                   RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}",
-                   RELAY_UPSTREAM_POOL_SIZE=str(args.clients), RELAY_DATABASE_POOL_SIZE=str(args.clients + 2),
-                   RELAY_SERVER_DATA_DIR=str(folder), RELAY_DKIM_RECHECK_HOURS="0")
-        relay_proc = subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,
-                                      stderr=subprocess.DEVNULL)
-        procs.append(relay_proc)
-        for port in (sink_port, relay_port):
+        relays: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
+        for name, thread_from in (("threads", 0), ("inline", 10**9)):
+            port = free_port()
+            env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET,
+                       RELAY_SMTP_LISTEN=f"127.0.0.1:{port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
+                       RELAY_SMTP_MAX_COMMANDS="10000000", RELAY_SMTP_HOSTNAME="relay.bench",
+                       RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}",
+                       RELAY_UPSTREAM_POOL_SIZE=str(args.clients), RELAY_DATABASE_POOL_SIZE=str(args.clients + 2),
+                       RELAY_SERVER_DATA_DIR=str(folder), RELAY_DKIM_RECHECK_HOURS="0",
+                       RELAY_DKIM_THREAD_FROM_BYTES=str(thread_from), RELAY_QUEUE_WORKER="false")
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,
+                                    stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            relays[name] = (port, proc.pid)
             wait_port(port)
+        wait_port(sink_port)
+        modes = (("signed, threads", "threads", signed), ("signed, inline", "inline", signed),
+                 ("unsigned", "threads", unsigned))
 
         runs = [("2 KB", 2048, args.clients, args.seconds), ("9.5 MiB", LARGE, args.large_clients, args.seconds)]
         results: dict[tuple[str, str], list[tuple[float, float, float, float, int]]] = {}
         for round_ in range(args.rounds):
             for label, size, clients, seconds in runs:
-                for mode, sender in (("signing on", signed), ("signing off", unsigned)):
-                    cpu_before = cpu_seconds(relay_proc.pid)
+                for mode, relay_name, sender in modes:
+                    relay_port, relay_pid = relays[relay_name]
+                    cpu_before = cpu_seconds(relay_pid)
                     started = time.perf_counter()
                     sent, failed, lat = asyncio.run(load(relay_port, key, sender, clients, seconds, True, size))
                     rate = sent / (time.perf_counter() - started)
-                    cpu_ms = (cpu_seconds(relay_proc.pid) - cpu_before) * 1000 / max(sent, 1)
+                    cpu_ms = (cpu_seconds(relay_pid) - cpu_before) * 1000 / max(sent, 1)
                     lat.sort()
                     p50, p99 = percentile(lat, 50), percentile(lat, 99)
                     results.setdefault((label, mode), []).append((rate, p50, p99, cpu_ms, failed))
-                    print(f"round {round_ + 1} {label:8} {mode:12} {rate:8.1f} msg/s  p50 {p50:7.1f} ms  "
+                    print(f"round {round_ + 1} {label:8} {mode:16} {rate:8.1f} msg/s  p50 {p50:7.1f} ms  "
                           f"p99 {p99:7.1f} ms  relay CPU {cpu_ms:6.2f} ms/msg  failures {failed}", flush=True)
 
         print(f"\nbest round of {args.rounds}, alternating; {args.seconds:g}s per run; connection reuse; "
               f"{os.cpu_count()} CPUs; RSA-2048 relaxed/relaxed")
-        print(f"{'message':8} {'mode':12} {'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'CPU ms/msg':>10} {'on vs off':>9}")
+        print(f"{'message':8} {'mode':16} {'clients':>7} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU ms/msg':>10} {'vs unsigned':>11}")
         for label, _size, clients, _seconds in runs:
-            off = max(results[(label, "signing off")])[0]
-            for mode in ("signing on", "signing off"):
+            off = max(results[(label, "unsigned")])[0]
+            for mode, _relay, _sender in modes:
                 rate, p50, p99, cpu_ms, _failed = max(results[(label, mode)])
-                print(f"{label:8} {mode:12} {clients:7} {rate:8.1f} {p50:8.1f} {p99:8.1f} {cpu_ms:10.2f} "
-                      f"{rate / off:8.2f}x")
+                print(f"{label:8} {mode:16} {clients:7} {rate:8.1f} {p50:8.1f} {p99:8.1f} {cpu_ms:10.2f} "
+                      f"{rate / off:10.2f}x")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -182,7 +182,7 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
     released = await store.release(utcnow(), args.sender)
     from relay.dkim.outbound import signing
 
-    upstream = signing(make_upstream(cfg), store, args.secret_key, cfg.dkim.key_cache_seconds)
+    upstream = signing(make_upstream(cfg), store, args.secret_key, cfg.dkim)
     try:
         tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
     finally:

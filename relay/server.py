@@ -42,7 +42,7 @@ class RelayServer:
     def __post_init__(self) -> None:
         # every path out (both channels' sends, the queue) passes this one upstream: it DKIM-signs
         self.signer = outbound.signing(self.upstream or make_upstream(self.cfg), self.store, self.key_secret,
-                                       self.cfg.dkim.key_cache_seconds)
+                                       self.cfg.dkim)
         self.upstream = self.signer
         self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
                                  self.cfg.server.key_cache_seconds)

@@ -22,6 +22,7 @@ class DkimConfig:
     selector_prefix: str = "relay"  # new selectors are <prefix><UTC yyyymmdd>
     key_cache_seconds: float = 60.0  # how long the signing keys are reused before a reload
     recheck_hours: float = 24.0  # how often pending selectors are looked up again (0: only by hand)
+    thread_from_bytes: int = 0  # messages this big or bigger are signed in the signing threads, smaller inline
 
 
 def problems(dns: DnsConfig, dkim: DkimConfig) -> list[tuple[str, str]]:
@@ -38,6 +39,8 @@ def problems(dns: DnsConfig, dkim: DkimConfig) -> list[tuple[str, str]]:
         found.append(("dns.timeout_seconds", "must be greater than 0"))
     if dkim.key_cache_seconds < 0:
         found.append(("dkim.key_cache_seconds", "must be 0 or more"))
+    if dkim.thread_from_bytes < 0:
+        found.append(("dkim.thread_from_bytes", "must be 0 or more"))
     if dkim.recheck_hours < 0:
         found.append(("dkim.recheck_hours", "must be 0 or more"))
     if not dkim.selector_prefix or not all(c.isalnum() or c == "-" for c in dkim.selector_prefix):

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from email.utils import getaddresses
 from typing import Protocol
 
+from relay.dkim.config import DkimConfig
 from relay.dkim.keys import SealedKeyError, Vault
 from relay.dkim.model import SealedKey
-from relay.dkim.sign import SigningError, SigningKey, from_header, sign_async
+from relay.dkim.sign import OFFLOAD_BYTES, SigningError, SigningKey, from_header, sign_async
 from relay.errors import StoreUnavailable
 from relay.upstream.base import Delivery, Upstream
 
@@ -101,9 +102,10 @@ class KeyRing:
 class SigningUpstream:
     """An Upstream that DKIM-signs what it is given when a key is there for its From: domain."""
 
-    def __init__(self, inner: Upstream, ring: KeyRing) -> None:
+    def __init__(self, inner: Upstream, ring: KeyRing, *, thread_from_bytes: int = OFFLOAD_BYTES) -> None:
         self.inner = inner
         self.ring = ring
+        self.thread_from_bytes = thread_from_bytes
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
@@ -111,7 +113,7 @@ class SigningUpstream:
         keys = await self._keys(data)
         if keys:
             try:
-                fields = await sign_async(data, keys)
+                fields = await sign_async(data, keys, offload_bytes=self.thread_from_bytes)
             except SigningError as exc:  # the channels check From:, so this is a message without one
                 log.warning("message not DKIM-signed: %s", exc)
             else:
@@ -141,6 +143,7 @@ class SigningUpstream:
         return self.inner.in_use
 
 
-def signing(upstream: Upstream, source: KeySource, key_secret: bytes, key_cache_seconds: float) -> SigningUpstream:
+def signing(upstream: Upstream, source: KeySource, key_secret: bytes, dkim: DkimConfig) -> SigningUpstream:
     """upstream behind a signer whose keys come from source (the Store), opened with the server secret."""
-    return SigningUpstream(upstream, KeyRing(source, Vault(key_secret), key_cache_seconds))
+    return SigningUpstream(upstream, KeyRing(source, Vault(key_secret), dkim.key_cache_seconds),
+                           thread_from_bytes=dkim.thread_from_bytes)
