@@ -53,16 +53,17 @@ def content_end(data: Buffer, start: int, end: int, block_bytes: int = _TAIL_BLO
 def hash_relaxed_body(data: bytes | bytearray, start: int, hasher: Hasher, chunk_bytes: int = CHUNK_BYTES,
                       tail_block_bytes: int = _TAIL_BLOCK) -> None:
     """Feed the relaxed canonical form of data[start:] to hasher, copying only chunks that change."""
-    view = memoryview(data)
     stop = content_end(data, start, len(data), tail_block_bytes)
     pos = start
-    while pos < stop:
-        cut = _chunk_end(data, pos, stop, chunk_bytes)
-        if _is_canonical(data, pos, cut):
-            hasher.update(view[pos:cut])
-        else:
-            hasher.update(_rewrite(bytes(view[pos:cut])))
-        pos = cut
+    with memoryview(data) as view:  # released on the way out: a bytearray may grow afterwards
+        while pos < stop:
+            cut = _chunk_end(data, pos, stop, chunk_bytes)
+            if _is_canonical(data, pos, cut):
+                with view[pos:cut] as chunk:
+                    hasher.update(chunk)
+            else:
+                hasher.update(_rewrite(bytes(view[pos:cut])))
+            pos = cut
     if stop > start:
         hasher.update(b"\r\n")
 
