@@ -3,7 +3,9 @@
 GET /v1/domains, POST /v1/domains, GET /v1/domains/{domain} (with the records to publish),
 POST /v1/domains/{domain}/verify, DELETE /v1/domains/{domain}. A key sees only its account's
 domains (another account's is 404). `--trust` stays an operator's CLI option: over the API a domain
-is signed for once its record is seen in DNS. The OpenAPI fragment is PATHS and SCHEMAS below.
+is signed for once its record is seen in DNS, and an account may add only a domain one of its
+authorized senders is in (so no account can claim another's domain). The OpenAPI fragment is
+PATHS and SCHEMAS below.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def routes(api: Api) -> list[Route]:
         selector, ed25519 = doc.get("selector"), doc.get("ed25519", False)
         if (selector is not None and not isinstance(selector, str)) or not isinstance(ed25519, bool):
             raise UsageError('"selector" must be a string and "ed25519" true or false')
+        name = service.normalize_domain(doc["domain"])
+        if not _may_send_from(principal, name):  # no claiming a domain the account cannot send from
+            raise UsageError(f"this account is not authorized to send from {name} or an address in it")
         try:
             domain = await service.add(store, cfg, key_secret, principal.account_id, doc["domain"],
                                        selector=selector, ed25519=ed25519)
@@ -124,6 +129,15 @@ def routes(api: Api) -> list[Route]:
         Route("/v1/domains/{domain}", guarded(remove_domain), methods=["DELETE"]),
         Route("/v1/domains/{domain}/verify", guarded(verify_domain), methods=["POST"]),
     ]
+
+
+def _may_send_from(principal: Principal, domain: str) -> bool:
+    """Whether one of the account's authorized senders lies in domain (or one of its subdomains)."""
+    for rule in principal.senders:
+        sender_domain = rule.pattern.rpartition("@")[2]
+        if sender_domain == domain or sender_domain.endswith("." + domain):
+            return True
+    return False
 
 
 def _first_line(exc: Exception) -> str:
@@ -173,7 +187,8 @@ PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": _json(_ref("schemas", "AddDomain"))},
             "responses": {
                 "201": {"description": "Added.", "content": _json(_ref("schemas", "DomainWithRecords"))},
-                "400": _failure("Not a JSON object with a valid domain (and selector).", "INVALID"),
+                "400": _failure("Not a JSON object with a valid domain (and selector), or a domain none of the "
+                                "account's authorized senders is in.", "INVALID"),
                 "409": _failure("The domain is already a sending domain.", "CONFLICT"),
                 **_AUTH_FAILURES,
             },
