@@ -64,6 +64,9 @@ async def test_list_show_rotate_remove_json(db_dsn, store) -> None:
     code, out, _ = await run(db_dsn, "domain", "show", "example.com", "--json")
     assert [(k["selector"], k["active"]) for k in json.loads(out)["keys"]] == [(new, True)]
 
+    code, out, _ = await run(db_dsn, "domain", "rotate", "example.com", "--selector", "now1", "--now", "--json")
+    assert [(k["selector"], k["active"]) for k in json.loads(out)["keys"]] == [(new, False), ("now1", True)]
+
     code, out, _ = await run(db_dsn, "domain", "list", "--account", "other", "--json")
     assert json.loads(out) == []
     code, out, _ = await run(db_dsn, "domain", "list", "--json")

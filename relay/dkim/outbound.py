@@ -48,6 +48,7 @@ class KeyRing:
         self._loaded_at = 0.0
         self._opened: dict[tuple[str, str, bytes], SigningKey] = {}
         self._reload: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by invalidate(): a load begun before it is not used
 
     async def keys_for(self, domain: str) -> list[SigningKey]:
         """The keys for domain or its nearest parent sending domain ([] when none)."""
@@ -62,22 +63,30 @@ class KeyRing:
     def invalidate(self) -> None:
         """Reload before the next message is signed (after a change made in this process)."""
         self._by_domain = None
+        self._reload = None
+        self._generation += 1
 
     async def _current(self) -> dict[str, list[SigningKey]]:
-        stale = time.monotonic() - self._loaded_at >= self.ttl
-        if self._by_domain is None:
-            await self._load()  # the first message (after an invalidate) waits for the keys
-        elif stale and (self._reload is None or self._reload.done()):
+        if self._by_domain is not None and time.monotonic() - self._loaded_at >= self.ttl:
+            self._start_load()  # stale: reload beside, sign with what is loaded meanwhile
+        while self._by_domain is None:  # the first message (after an invalidate) waits for the keys
+            await asyncio.shield(self._start_load())
+        return self._by_domain
+
+    def _start_load(self) -> asyncio.Task[None]:
+        """The load under way, or a new one: one at a time."""
+        if self._reload is None or self._reload.done():
             self._reload = asyncio.create_task(self._load(), name="dkim-key-reload")
-        return self._by_domain or {}
+        return self._reload
 
     async def _load(self) -> None:
+        generation = self._generation
         try:
             sealed = await self.source.signing_keys()
         except StoreUnavailable:
             log.warning("DKIM keys could not be reloaded; signing with the ones loaded before", exc_info=True)
             self._loaded_at = time.monotonic()  # try again after a ttl, not on every message
-            if self._by_domain is None:
+            if self._by_domain is None and generation == self._generation:
                 self._by_domain = {}  # nothing loaded yet: sign nothing until the next try
             return
         opened: dict[tuple[str, str, bytes], SigningKey] = {}
@@ -94,6 +103,8 @@ class KeyRing:
                     continue
             opened[cache_key] = key
             by_domain.setdefault(row.domain, []).append(key)
+        if generation != self._generation:
+            return  # invalidated meanwhile: this view may predate the change; the newer load applies
         self._opened = opened
         self._by_domain = by_domain
         self._loaded_at = time.monotonic()
