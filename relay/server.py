@@ -44,10 +44,10 @@ class RelayServer:
         self.signer = outbound.signing(self.upstream or make_upstream(self.cfg), self.store, self.key_secret,
                                        self.cfg.dkim)
         self.upstream = self.signer
-        self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
+        self.pipeline = Pipeline(self.store, self.signer, self.cfg.limits, self.key_secret,
                                  self.cfg.server.key_cache_seconds)
         self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
-        self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
+        self.queue_worker = QueueWorker(self.store, self.signer, self.cfg.limits, self.cfg.queue, self.clock)
         self.channels = registry.build(self.context)
 
     @property
