@@ -183,7 +183,9 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
 
     cfg: Config = args.cfg
     released = await store.release(utcnow(), args.sender)
-    upstream = make_upstream(cfg)
+    from relay.dkim.outbound import signing
+
+    upstream = signing(make_upstream(cfg), store, args.secret_key, cfg.dkim)
     try:
         tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
     finally:

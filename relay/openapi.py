@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay import openapi_parity
+from relay.dkim import api as dkim_api
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -274,5 +275,11 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+
+# Features' paths and schemas, merged in once here.
+DOCUMENT["paths"].update(dkim_api.PATHS)
+DOCUMENT["components"]["schemas"].update(dkim_api.SCHEMAS)
+DOCUMENT["components"]["schemas"]["Failure"]["properties"]["code"]["enum"].extend(dkim_api.CODES)
 
 openapi_parity.extend(DOCUMENT)  # issue 18: attachments, tags, batch, scheduling, Resend routes
