@@ -218,6 +218,27 @@ async def test_batch_sends_each_message_on_its_own(relay) -> None:
     assert await relay.balance(t) == 20 - 6
 
 
+async def test_batch_messages_keep_their_tags_metadata_and_schedule(relay) -> None:
+    t = await relay.tenant(credits=20)
+    when = (datetime.now(UTC) + timedelta(hours=5)).replace(microsecond=0)
+    batch = [body_for(t, to=f"r{i}@dest.test", tags=[{"name": "n", "value": str(i)}], metadata={"i": i})
+             for i in range(6)]
+    batch[5]["send_at"] = when.isoformat()
+    async with serve_api(relay) as api:
+        r = await post_batch(api, t.key, batch)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [e["statusCode"] for e in results] == [200] * 5 + [202]
+        assert results[5]["status"] == "scheduled"
+        for i, entry in enumerate(results):
+            row = (await api.get(f"/v1/messages/{entry['messageId']}", t.key)).json()
+            assert row["tags"] == [{"name": "n", "value": str(i)}] and row["metadata"] == {"i": i}
+            assert row["scheduledAt"] == (when.isoformat() if i == 5 else None)
+    assert len(relay.peer.messages) == 5 and await relay.balance(t) == 14
+    # the admits shared statements: fewer round trips than messages
+    assert relay.store.admitter.round_trips < 6
+
+
 async def test_batch_with_invalid_messages_refuses_only_those(relay) -> None:
     t = await relay.tenant(credits=20)
     batch: list[Any] = [
