@@ -440,3 +440,15 @@ def test_base64_lines_match_the_standard_library(size: int) -> None:
     data = os.urandom(size)
     expected = base64.encodebytes(data).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
     assert bytes(_wrapped_base64(data)) == expected
+
+
+async def test_scheduled_send_replayed_under_its_idempotency_key(relay) -> None:
+    t = await relay.tenant(credits=10)
+    body = body_for(t, send_at=(datetime.now(UTC) + timedelta(hours=3)).isoformat())
+    async with serve_api(relay) as api:
+        first = await api.send(t.key, body, headers={"Idempotency-Key": "sched-1"})
+        again = await api.send(t.key, body, headers={"Idempotency-Key": "sched-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and first.json()["status"] == "scheduled"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await relay.balance(t) == 9 and relay.peer.messages == []
