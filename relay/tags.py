@@ -13,6 +13,8 @@ MAX_TAGS = 10
 MAX_METADATA_BYTES = 2048
 TAG_PART = re.compile(r"[A-Za-z0-9_-]{1,256}")  # Resend's rule: ASCII letters, digits, _ and -
 
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # a \u0000 escape, not an escaped backslash
+
 Tags = tuple[tuple[str, str], ...]
 
 
@@ -54,6 +56,8 @@ def parse_metadata(value: object) -> str | None:
     if not isinstance(value, dict):
         raise TagError("field 'metadata' must be a JSON object")
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    if _NUL_ESCAPE.search(text):  # PostgreSQL's jsonb cannot hold NUL
+        raise TagError("field 'metadata' must not contain NUL characters")
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise TagError(f"field 'metadata' must be at most {MAX_METADATA_BYTES} bytes of JSON")
     return text

@@ -160,6 +160,7 @@ async def test_tags_and_metadata_on_the_log_row(relay) -> None:
     ({"tags": {"a": "b"}}, 'field \'tags\' must be a list of {"name", "value"} objects'),
     ({"metadata": [1]}, "field 'metadata' must be a JSON object"),
     ({"metadata": {"k": "v" * 2100}}, "field 'metadata' must be at most 2048 bytes of JSON"),
+    ({"metadata": {"k": "a\u0000b"}}, "field 'metadata' must not contain NUL characters"),
     ({"unsubscribe_url": "http://example.com/u"},
      "field 'unsubscribe_url' must be an https:// URL (RFC 8058), at most 808 characters"),
     ({"unsubscribe_url": "https://x.test/u", "headers": {"List-Unsubscribe": "<mailto:u@x.test>"}},
