@@ -15,7 +15,7 @@ _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][
 # Content-ID (RFC 2392 cid: URLs): a msg-id without its angle brackets
 _CONTENT_ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,200}")
 _FIELDS = frozenset({"filename", "content", "content_type", "content_id", "disposition"})
-_WHITESPACE = re.compile(rb"[ \t\r\n]+")
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
 
 
 class AttachmentError(ValueError):
@@ -49,13 +49,12 @@ def sanitize_filename(name: str) -> str:
 
 def decode_base64(text: str) -> bytes:
     """Standard base64 (whitespace between lines allowed); ValueError when it is not."""
-    raw = text.encode("ascii")  # UnicodeEncodeError is a ValueError
-    try:
-        return binascii.a2b_base64(raw, strict_mode=True)
+    try:  # the str as it is (ASCII only, else ValueError): no encoded copy of megabytes
+        return binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         pass
     # line-wrapped base64 (base64.encodebytes, MIME bodies): strict once the whitespace is gone
-    return binascii.a2b_base64(_WHITESPACE.sub(b"", raw), strict_mode=True)
+    return binascii.a2b_base64(_WHITESPACE.sub("", text), strict_mode=True)
 
 
 def _label(i: int, item: dict[str, Any]) -> str:

@@ -309,7 +309,7 @@ def _raw_value(name: str, value: str) -> str:
 
 
 def compose(request: SendRequest, *, hostname: str, received: str | None = None,
-            now: datetime | None = None) -> bytes:
+            now: datetime | None = None) -> bytes | bytearray:
     """The message as RFC 5322 bytes with CRLF line endings; Bcc stays out of the header."""
     headers = []
     if received:

@@ -137,7 +137,7 @@ class Attachmentlike(Protocol):
 
 
 _B64_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
-_B64_BLOCK = _B64_LINE * 2048  # encoded bytes cut into lines per step (about 160 KB)
+_B64_BLOCK_IN = 57 * 2048  # payload bytes encoded per step: 2048 whole lines (about 156 KB encoded)
 
 
 def _param_header(name: str, value: str, param: str, filename: str) -> str:
@@ -151,45 +151,60 @@ def _param_header(name: str, value: str, param: str, filename: str) -> str:
     return _rendered(name, f'{value}; {param}="{filename}"')
 
 
-def _wrapped_base64(data: bytes) -> bytearray:
-    """data in base64, in lines of 76 characters joined by CRLF (no final line end). Encoded once in
-    C, then cut and joined a block of lines at a time into one preallocated buffer: no Python step
-    per line, and no object per line alive at once (for 9 MB: 165,000 lines)."""
-    encoded = binascii.b2a_base64(data, newline=False)
-    size = len(encoded)
-    lines = -(-size // _B64_LINE)
-    out = bytearray(size + 2 * max(lines - 1, 0))
-    at = 0
-    for start in range(0, size, _B64_BLOCK):
-        stop = min(start + _B64_BLOCK, size)
-        piece = b"\r\n".join(map(encoded.__getitem__, map(slice, range(start, stop, _B64_LINE),
-                                                          range(start + _B64_LINE, stop + _B64_LINE, _B64_LINE))))
-        if stop < size:
-            piece += b"\r\n"
-        out[at:at + len(piece)] = piece
-        at += len(piece)
-    return out
+class _Base64:
+    """An attachment's payload as it will be written: base64 in CRLF-separated 76-character lines.
+    Nothing is encoded until write_into, which encodes a block at a time straight into the message
+    buffer: the payload is copied once, decoded bytes to message, with no whole encoded copy between."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        encoded = 4 * (-(-len(data) // 3))
+        self.size = encoded + 2 * max(-(-encoded // _B64_LINE) - 1, 0)
+
+    def write_into(self, out: bytearray, at: int) -> int:
+        """Write the lines into out from at; the offset after them."""
+        data, total = self.data, len(self.data)
+        for start in range(0, total, _B64_BLOCK_IN):
+            encoded = binascii.b2a_base64(data[start:start + _B64_BLOCK_IN], newline=False)
+            piece = b"\r\n".join(map(encoded.__getitem__, map(
+                slice, range(0, len(encoded), _B64_LINE), range(_B64_LINE, len(encoded) + _B64_LINE, _B64_LINE))))
+            if start + _B64_BLOCK_IN < total:
+                piece += b"\r\n"
+            out[at:at + len(piece)] = piece
+            at += len(piece)
+        return at
 
 
-def _attachment_part(att: Attachmentlike) -> list[bytes | bytearray]:
+Piece = bytes | _Base64
+
+
+def _wrapped_base64(data: bytes) -> bytes:
+    """data as the base64 lines an attachment part carries (CRLF between lines, none at the end)."""
+    lines = _Base64(data)
+    out = bytearray(lines.size)
+    lines.write_into(out, 0)
+    return bytes(out)
+
+
+def _attachment_part(att: Attachmentlike) -> list[Piece]:
     """Headers, blank line and base64 body lines of one attachment (no trailing boundary)."""
     head = _param_header("Content-Type", att.content_type, "name", att.filename)
     head += "Content-Transfer-Encoding: base64\r\n"
     head += _param_header("Content-Disposition", att.disposition, "filename", att.filename)
     if att.content_id:
         head += f"Content-ID: <{att.content_id}>\r\n"
-    return [head.encode("ascii") + b"\r\n", _wrapped_base64(att.content), b"\r\n"]
+    return [head.encode("ascii") + b"\r\n", _Base64(att.content), b"\r\n"]
 
 
-def _multipart(subtype: str, parts: Sequence[list[bytes | bytearray]], *,
-               mime_version: bool) -> list[bytes | bytearray]:
-    """A multipart entity (headers included) as a list of byte pieces; parts are piece lists."""
+def _multipart(subtype: str, parts: Sequence[list[Piece]], *, mime_version: bool) -> list[Piece]:
+    """A multipart entity (headers included) as a list of pieces; parts are piece lists."""
     boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
-    # as _boundary: never a line of the parts (a fast substring search, even over megabytes)
-    while any(boundary.encode() in piece for part in parts for piece in part):
+    # as _boundary: never a line of the parts; base64 lines cannot hold a run of '=' (at most two
+    # end the last line), so only the other pieces are searched
+    while any(boundary.encode() in piece for part in parts for piece in part if isinstance(piece, bytes)):
         boundary = "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
     version = "MIME-Version: 1.0\r\n" if mime_version else ""
-    out: list[bytes | bytearray] = [
+    out: list[Piece] = [
         f'{version}Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'.encode()]
     for i, part in enumerate(parts):
         out.append(f"--{boundary}\r\n".encode() if i == 0 else f"\r\n--{boundary}\r\n".encode())
@@ -198,7 +213,7 @@ def _multipart(subtype: str, parts: Sequence[list[bytes | bytearray]], *,
     return out
 
 
-def _body_parts(text: str | None, html: str | None) -> list[bytes | bytearray]:
+def _body_parts(text: str | None, html: str | None) -> list[Piece]:
     """The text/html body as one entity without MIME-Version (nested inside a multipart)."""
     if text and html:
         first, second = _part(text, "plain", mime_version=False), _part(html, "html", mime_version=False)
@@ -208,10 +223,10 @@ def _body_parts(text: str | None, html: str | None) -> list[bytes | bytearray]:
 
 
 def message_with_attachments(headers: Sequence[str], *, text: str | None, html: str | None,
-                             attachments: Sequence[Attachmentlike]) -> bytes:
+                             attachments: Sequence[Attachmentlike]) -> bytearray:
     """The whole message with files: multipart/mixed of the body and the attachments; inline parts
     (a Content-ID) beside an html body go with it in multipart/related, so cid: references resolve.
-    Each payload is base64-encoded once and the message joined once."""
+    The message is one buffer of the exact size, each payload encoded straight into it."""
     inline = [a for a in attachments if a.content_id and html]
     files = [a for a in attachments if not (a.content_id and html)]
     if text and html and inline:
@@ -225,12 +240,22 @@ def message_with_attachments(headers: Sequence[str], *, text: str | None, html: 
                           mime_version=False)
     else:
         body = _body_parts(text, html)
-    pieces: list[bytes | bytearray]
+    pieces: list[Piece]
     if files:
         pieces = _multipart("mixed", [body, *map(_attachment_part, files)], mime_version=True)
     else:
         pieces = [b"MIME-Version: 1.0\r\n", *body]
-    return b"".join(["".join(headers).encode("ascii"), *pieces])
+    pieces.insert(0, "".join(headers).encode("ascii"))
+    out = bytearray(sum(p.size if isinstance(p, _Base64) else len(p) for p in pieces))
+    at = 0
+    for piece in pieces:
+        if isinstance(piece, _Base64):
+            at = piece.write_into(out, at)
+        else:
+            out[at:at + len(piece)] = piece
+            at += len(piece)
+    assert at == len(out)
+    return out
 
 
 def message(headers: Sequence[str], *, text: str | None, html: str | None) -> bytes:
