@@ -82,6 +82,17 @@ async def test_attachments_arrive_byte_for_byte(relay) -> None:
     assert await relay.balance(t) == 9
 
 
+async def test_a_9_mb_attachment_arrives_byte_for_byte(relay) -> None:
+    t = await relay.tenant(credits=10)
+    payload = os.urandom(9 << 20)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, attachments=[{"filename": "big.bin", "content": b64(payload)}]))
+        assert r.status_code == 200, r.text
+        row = (await api.get(f"/v1/messages/{r.json()['messageId']}", t.key)).json()
+    assert row["sizeBytes"] == len(payload) + len("hello there")  # what the limit counted
+    assert files(parsed(relay.peer.messages[0].data))["big.bin"][1] == payload
+
+
 async def test_inline_image_with_html_only(relay) -> None:
     t = await relay.tenant(credits=10)
     gif = b"GIF89a" + os.urandom(500)
