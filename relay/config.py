@@ -53,6 +53,8 @@ class SmtpConfig:
     auth_failures_before_delay: int = 3
     auth_failures_before_refusal: int = 10
     proxy_protocol: bool = False  # expect a PROXY v1/v2 header from a load balancer on every connection
+    data_timeout_seconds: float = 600.0  # the whole DATA phase, however the bytes trickle in
+    max_connections_per_address: int = 20  # open connections from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,9 @@ class HttpConfig:
     listen: str = "127.0.0.1:8080"
     tls_cert: str = ""
     tls_key: str = ""
+    header_timeout_seconds: float = 10.0  # a request's header must arrive within this
+    body_timeout_seconds: float = 120.0  # and its body within this
+    max_connections_per_address: int = 50  # open connections from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,9 @@ class LimitsConfig:
     max_message_bytes: int = 10 * 1024 * 1024
     credits_per_recipient: int = 1
     default_daily_cap: int = 1000
+    # a From: display name that is itself an address ("ceo@bank.com" <app@example.com>) is
+    # refused unless that address is authorized too; true allows it
+    allow_address_display_names: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,7 +198,7 @@ def relay_header_block(
     received: str,
     message_id: str,
     date: str,
-    remove: tuple[str, ...] = ("bcc", "idempotency-key"),
+    remove: tuple[str, ...] = ("bcc", "resent-bcc", "idempotency-key"),
 ) -> tuple[bytes, int]:
     """The header block to relay (Received: on top, Message-ID/Date when missing, headers removed,
     ending in the blank line) and the offset in data where the body starts."""

@@ -22,7 +22,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from relay import hygiene, metrics
 from relay.channels.base import Endpoint, ServerContext
@@ -155,10 +155,11 @@ class SmtpHandler:
     __dir__ = _cached_dir(("handle_",))
 
     def __init__(self, pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
-                 throttle: AuthThrottle) -> None:
+                 throttle: AuthThrottle, data_timeout: float = 600.0) -> None:
         self.pipeline = pipeline
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
+        self.data_timeout = data_timeout
         self.throttle = throttle
         self.connections: set[RelaySMTP] = set()
         self.draining = False
@@ -235,6 +236,20 @@ class RelaySMTP(SMTP):
         """Forget the connection."""
         self.channel.connections.discard(self)
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        """Idle timeout: say so (RFC 5321 4.5.3.2: 421 before closing), then aiosmtpd closes."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        super()._timeout_cb()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS, once: inside TLS it is a bad sequence (503), not a second handshake."""
+        if self._tls_protocol is not None or self.implicit_tls:
+            await self.push("503 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     def say_goodbye(self) -> None:
         """Shutdown: tell an idle client and close."""
@@ -375,6 +390,8 @@ class RelaySMTP(SMTP):
         """
         limit = self.channel.max_message_bytes
         reader = self._reader
+        # a total deadline: the idle timer restarts on every byte, so a trickle would outlive it
+        deadline = asyncio.get_running_loop().time() + self.channel.data_timeout
         # the CRLF that ended the DATA line: lets a first line of "." end an empty message
         buf = bytearray(b"\r\n")
         search_from = 0
@@ -404,7 +421,11 @@ class RelaySMTP(SMTP):
                 dropped += search_from
                 del buf[:search_from]
                 search_from = 0
-            chunk = await reader.read(1 << 18)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await reader.read(1 << 18)
+            except TimeoutError:
+                raise DataTimeout from None
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
             self._reset_timeout()
@@ -438,7 +459,14 @@ class RelaySMTP(SMTP):
         self.in_data = True
         try:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            data, bare, dotted = await self._read_data()
+            try:
+                data, bare, dotted = await self._read_data()
+            except DataTimeout:
+                # nothing was admitted: the client hears why, and the connection ends
+                log.info("SMTP DATA from %s exceeded %.0f s; closing", self.peer_ip, self.channel.data_timeout)
+                self.close_after_reply = True
+                await self.push(f"421 4.4.2 {self.hostname} Error: DATA timeout exceeded, closing connection")
+                return
             self._reset_timeout()
             if data is None:
                 too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
@@ -448,6 +476,9 @@ class RelaySMTP(SMTP):
                 result = metrics.counted("smtp", Result(
                     Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
                     "send CRLF line endings", enhanced="5.6.11"))
+            elif b"\x00" in data:  # one memchr; a NUL is in no valid message (RFC 5322 2.3)
+                result = metrics.counted("smtp", Result(
+                    Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0"))
             else:
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:
@@ -502,6 +533,10 @@ class RelaySMTP(SMTP):
         )
 
 
+class DataTimeout(Exception):
+    """The DATA phase went past smtp.data_timeout_seconds."""
+
+
 def _reason(exc: OSError) -> str:
     """The plain system reason ('Address already in use'), whatever loop raised it."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
@@ -518,6 +553,7 @@ class SmtpChannel:
         self.handler = SmtpHandler(
             ctx.pipeline, hostname=self.cfg.hostname, max_message_bytes=ctx.cfg.limits.max_message_bytes,
             throttle=AuthThrottle(self.cfg.auth_failures_before_delay, self.cfg.auth_failures_before_refusal),
+            data_timeout=self.cfg.data_timeout_seconds,
         )
         self._servers: list[asyncio.Server] = []
         self._endpoints: list[Endpoint] = []
