@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-
 from relay.upstream.maildir import MaildirUpstream
 from tests.conftest import LiveRelay, assert_untouched, relay_config, start_relay
 from tests.smtp_helpers import Raw, login, message
