@@ -114,3 +114,52 @@ async def test_maildir_does_not_reveal_bcc(tmp_path: Path) -> None:
     text = stored.read_bytes()
     assert b"X-Original-To: seen@dest.test\r\n" in text
     assert b"secret@dest.test" not in text
+
+
+async def test_parallel_auth_guesses_cost_what_serial_ones_do(db_dsn, store, peer) -> None:
+    # delay after 3 failures, refuse after 5: 30 parallel wrong keys get at most 5 x 535
+    async with running(db_dsn, store, peer, auth_failures_before_delay=3, auth_failures_before_refusal=5,
+                       max_connections_per_address=0) as live:
+        t = await live.tenant()
+        wrong = t.key[:-4] + ("aaaa" if not t.key.endswith("aaaa") else "bbbb")
+
+        async def guess() -> str:
+            raw = await Raw.open(live.port)
+            try:
+                return await raw.auth(wrong)
+            finally:
+                raw.close()
+
+        replies = await asyncio.gather(*(guess() for _ in range(30)))
+        codes = [r[:3] for r in replies]
+        assert codes.count("535") <= 5, codes
+        assert codes.count("421") >= 25, codes
+        assert "235" not in codes
+        # and the right key is refused too now: the address is over its limit
+        raw = await Raw.open(live.port)
+        assert (await raw.auth(t.key)).startswith("421")
+        assert await raw.closed()
+        await assert_untouched(live, t, 100)
+
+
+async def test_connections_per_address_are_limited(db_dsn, store, peer) -> None:
+    async with running(db_dsn, store, peer, max_connections_per_address=3) as live:
+        t = await live.tenant()
+        held = [await Raw.open(live.port) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        extra = Raw(reader, writer)
+        greeting = await extra.reply()
+        assert greeting.startswith("421 4.7.0") and "Too many connections" in greeting
+        assert await extra.closed()
+        held.pop().close()
+        # once one closes, a new connection is served (the slot comes back)
+        async def served() -> bool:
+            raw = await Raw.open(live.port)
+            ok = (await raw.cmd("EHLO client.test")).startswith("250")
+            raw.close()
+            return ok
+        from tests.conftest import eventually
+        await eventually(served, what="a freed slot is reused")
+        for raw in held:
+            raw.close()
+        await assert_untouched(live, t, 100)

@@ -6,7 +6,7 @@ import pytest
 
 from relay import keys
 from relay.addresses import is_valid_address, is_valid_sender_pattern, matching_rule, normalize
-from relay.channels.smtp import AuthThrottle
+from relay.limits import AuthThrottle
 from relay.domain import SenderRule
 
 
@@ -85,7 +85,7 @@ def test_auth_throttle_memory_is_bounded() -> None:
     throttle = AuthThrottle(delay_after=1, refuse_after=2, max_tracked=10)
     for i in range(100):
         throttle.failed(f"10.0.0.{i}")
-    assert len(throttle._failures) == 10
+    assert len(throttle._attempts) == 10
 
 
 def test_upstream_dot_stuffing_and_line_ending_check() -> None:

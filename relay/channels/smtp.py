@@ -16,7 +16,6 @@ import time
 import uuid
 import warnings
 from base64 import b64decode
-from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -29,6 +28,7 @@ from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outcomes import Outcome, Result
 from relay.pipeline import Message, Pipeline, Transaction
 from relay.tls import listener_context
@@ -77,44 +77,6 @@ def smtp_reply(result: Result) -> str:
     return f"{code} {enhanced} {text}" if enhanced else f"{code} {text}"
 
 
-class AuthThrottle:
-    """Failed AUTH per client address across connections: slow down, then refuse (per process)."""
-
-    def __init__(self, delay_after: int, refuse_after: int, window: float = 900.0,
-                 max_tracked: int = 100_000) -> None:
-        self.delay_after = delay_after
-        self.refuse_after = refuse_after
-        self.window = window
-        self.max_tracked = max_tracked
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, ip: str) -> deque[float]:
-        times = self._failures.get(ip)
-        if times is None:
-            return deque()
-        cutoff = time.monotonic() - self.window
-        while times and times[0] < cutoff:
-            times.popleft()
-        return times
-
-    def verdict(self, ip: str) -> float | None:
-        """Seconds to wait before answering this address's AUTH, or None to refuse it."""
-        n = len(self._recent(ip))
-        if n >= self.refuse_after:
-            return None
-        if n >= self.delay_after:
-            return min(2.0 ** (n - self.delay_after), 8.0)
-        return 0.0
-
-    def failed(self, ip: str) -> None:
-        """Record a failed AUTH."""
-        times = self._failures.pop(ip, None) or deque()
-        times.append(time.monotonic())
-        self._failures[ip] = times
-        while len(self._failures) > self.max_tracked:
-            self._failures.popitem(last=False)
-
-
 def _cached_dir(names: tuple[str, ...]) -> Any:
     """A __dir__ listing only the attributes aiosmtpd's SMTP.__init__ looks for, computed once per class.
 
@@ -155,8 +117,10 @@ class SmtpHandler:
     __dir__ = _cached_dir(("handle_",))
 
     def __init__(self, pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
-                 throttle: AuthThrottle, data_timeout: float = 600.0) -> None:
+                 throttle: AuthThrottle, data_timeout: float = 600.0,
+                 connection_limit: ConnectionLimit | None = None) -> None:
         self.pipeline = pipeline
+        self.connection_limit = connection_limit or ConnectionLimit(0)
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
         self.data_timeout = data_timeout
@@ -224,16 +188,33 @@ class RelaySMTP(SMTP):
         self.implicit_tls = implicit_tls
         self.close_after_reply = False
         self.in_data = False
+        self.counted_ip: str | None = None  # the address this connection counts against
 
     # connection bookkeeping for graceful shutdown -------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Track the connection so shutdown can reach it."""
+        """Count the connection against its address (over the limit: 421 at once), track it."""
+        if self.counted_ip is None:  # not again for the TLS layer STARTTLS adds
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+            if not self.channel.connection_limit.acquire(ip):
+                log.info("SMTP connection from %s refused: too many open connections from it", ip)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(f"421 4.7.0 {self.hostname} Too many connections from your address, "
+                                "try again later\r\n".encode())
+                transport.close()
+                return
+            self.counted_ip = ip
         super().connection_made(transport)
         self.channel.connections.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Forget the connection."""
+        if self.counted_ip is None:
+            return  # refused by the connection limit: aiosmtpd never started
+        if self.counted_ip:
+            self.channel.connection_limit.release(self.counted_ip)
+            self.counted_ip = ""
         self.channel.connections.discard(self)
         super().connection_lost(error)
 
@@ -322,6 +303,10 @@ class RelaySMTP(SMTP):
             password = answer
         return password.decode("utf-8", "replace")
 
+    async def _refuse_auth(self) -> None:
+        self.close_after_reply = True
+        await self.push("421 4.7.0 Too many failed authentication attempts, try again later")
+
     async def smtp_AUTH(self, arg: str | None) -> None:
         """AUTH PLAIN / LOGIN with the API key as password, throttled per client address."""
         if await self.check_helo_needed("EHLO"):
@@ -344,23 +329,28 @@ class RelaySMTP(SMTP):
         if mechanism not in ("PLAIN", "LOGIN"):
             await self.push("504 5.5.4 Unrecognized authentication type")
             return
-        wait = self.channel.throttle.verdict(self.peer_ip)
-        if wait is None:
-            self.close_after_reply = True
-            await self.push("421 4.7.0 Too many failed authentication attempts, try again later")
+        if self.channel.throttle.verdict(self.peer_ip) is None:
+            await self._refuse_auth()
             return
         secret = await self._auth_secret(mechanism, args)
         if secret is None:
             return
-        if wait:
-            await asyncio.sleep(wait)
-        result = await self.channel.pipeline.authenticate(secret)
-        if isinstance(result, Result):
-            if result.outcome is not Outcome.TEMPORARY:
-                self.channel.throttle.failed(self.peer_ip)
-                metrics.AUTH_FAILURES.labels("smtp").inc()
-            await self.push(smtp_reply(result))
-            return
+        # counted from here, whatever happens in parallel (issue 16): the verdict and the count
+        # are taken together, before the awaited key check
+        async with self.channel.throttle.attempt(self.peer_ip) as attempt:
+            if attempt is None:
+                await self._refuse_auth()
+                return
+            result = await self.channel.pipeline.authenticate(secret)
+            if isinstance(result, Result):
+                if result.outcome is Outcome.TEMPORARY:
+                    attempt.succeeded()  # our failure, not a guess
+                else:
+                    attempt.failed()
+                    metrics.AUTH_FAILURES.labels("smtp").inc()
+                await self.push(smtp_reply(result))
+                return
+            attempt.succeeded()
         self.session.authenticated = True
         self.session.auth_data = result
         await self.push("235 2.7.0 Authentication successful")
@@ -554,6 +544,7 @@ class SmtpChannel:
             ctx.pipeline, hostname=self.cfg.hostname, max_message_bytes=ctx.cfg.limits.max_message_bytes,
             throttle=AuthThrottle(self.cfg.auth_failures_before_delay, self.cfg.auth_failures_before_refusal),
             data_timeout=self.cfg.data_timeout_seconds,
+            connection_limit=ConnectionLimit(self.cfg.max_connections_per_address),
         )
         self._servers: list[asyncio.Server] = []
         self._endpoints: list[Endpoint] = []
