@@ -20,29 +20,24 @@ CONCURRENT_CHECKS = 4
 
 @dataclass(slots=True)
 class Attempt:
-    """One credential check in progress: wait this long first; report how it ended."""
+    """One credential check in progress; the caller reports a failure (wrong credentials)."""
 
-    wait: float
     throttle: AuthThrottle
     ip: str
-    settled: bool = False
-
-    def succeeded(self) -> None:
-        """The credentials were good (or the check could not be made): the attempt costs nothing."""
-        if not self.settled:
-            self.settled = True
-            self.throttle._forget_one(self.ip)
+    wrong: bool = False
 
     def failed(self) -> None:
-        """The credentials were wrong: the attempt stays counted."""
-        self.settled = True
+        """The credentials were wrong: counts as a failure of this address."""
+        self.wrong = True
 
 
 class AuthThrottle:
     """Failed credential checks per client address across connections: slow down, then refuse.
 
-    An attempt is counted when it starts and forgiven only when it succeeds, so N guesses sent in
-    parallel cost what N serial ones cost; at most CONCURRENT_CHECKS of one address run at once.
+    A check in progress counts towards the refusal as if it had failed, and at most
+    CONCURRENT_CHECKS of one address run at once: N guesses sent in parallel are refused where N
+    serial ones would be (a verdict is never taken while an earlier guess is still unjudged
+    beyond that many). Good credentials cost nothing.
     """
 
     def __init__(self, delay_after: int, refuse_after: int, window: float = 900.0,
@@ -51,7 +46,8 @@ class AuthThrottle:
         self.refuse_after = refuse_after
         self.window = window
         self.max_tracked = max_tracked
-        self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
+        self._attempts: OrderedDict[str, deque[float]] = OrderedDict()  # failures per address
+        self._pending: dict[str, int] = {}  # checks in progress per address
         self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # ip -> (slot, [users])
 
     def _recent(self, ip: str) -> deque[float]:
@@ -66,34 +62,23 @@ class AuthThrottle:
     def verdict(self, ip: str) -> float | None:
         """Seconds to wait before checking this address's credentials, or None to refuse them."""
         n = len(self._recent(ip))
-        if n >= self.refuse_after:
+        if n + self._pending.get(ip, 0) >= self.refuse_after:
             return None
         if n >= self.delay_after:
             return min(2.0 ** (n - self.delay_after), 8.0)
         return 0.0
 
-    def _count(self, ip: str) -> None:
+    def failed(self, ip: str) -> None:
+        """Record a failed check."""
         times = self._attempts.pop(ip, None) or deque()
         times.append(time.monotonic())
         self._attempts[ip] = times
         while len(self._attempts) > self.max_tracked:
             self._attempts.popitem(last=False)
 
-    def _forget_one(self, ip: str) -> None:
-        times = self._attempts.get(ip)
-        if times:
-            times.pop()
-            if not times:
-                del self._attempts[ip]
-
-    def failed(self, ip: str) -> None:
-        """Record a failed check made outside attempt()."""
-        self._count(ip)
-
     @contextlib.asynccontextmanager
     async def attempt(self, ip: str) -> AsyncIterator[Attempt | None]:
-        """A counted check (None: refused, over the limit). Unless the caller reports success,
-        the attempt stays counted as a failure."""
+        """A check of this address's credentials, after the throttle's delay (None: refused)."""
         entry = self._slots.get(ip)
         if entry is None:
             entry = self._slots[ip] = (asyncio.Semaphore(CONCURRENT_CHECKS), [0])
@@ -105,15 +90,20 @@ class AuthThrottle:
                 if wait is None:
                     yield None
                     return
-                self._count(ip)
-                attempt = Attempt(wait, self, ip)
+                self._pending[ip] = self._pending.get(ip, 0) + 1
+                attempt = Attempt(self, ip)
                 try:
                     if wait:
                         await asyncio.sleep(wait)
                     yield attempt
-                except BaseException:
-                    attempt.succeeded()  # cut short (client gone, shutdown): not a guess
-                    raise
+                finally:
+                    left = self._pending[ip] - 1
+                    if left:
+                        self._pending[ip] = left
+                    else:
+                        del self._pending[ip]
+                    if attempt.wrong:
+                        self.failed(ip)
         finally:
             users[0] -= 1
             if not users[0]:

@@ -6,8 +6,8 @@ import pytest
 
 from relay import keys
 from relay.addresses import is_valid_address, is_valid_sender_pattern, matching_rule, normalize
-from relay.limits import AuthThrottle
 from relay.domain import SenderRule
+from relay.limits import AuthThrottle
 
 
 def test_key_round_trip_and_digest() -> None:

@@ -343,14 +343,11 @@ class RelaySMTP(SMTP):
                 return
             result = await self.channel.pipeline.authenticate(secret)
             if isinstance(result, Result):
-                if result.outcome is Outcome.TEMPORARY:
-                    attempt.succeeded()  # our failure, not a guess
-                else:
+                if result.outcome is not Outcome.TEMPORARY:  # a database blip is not a guess
                     attempt.failed()
                     metrics.AUTH_FAILURES.labels("smtp").inc()
                 await self.push(smtp_reply(result))
                 return
-            attempt.succeeded()
         self.session.authenticated = True
         self.session.auth_data = result
         await self.push("235 2.7.0 Authentication successful")
