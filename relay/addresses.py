@@ -30,6 +30,15 @@ def is_valid_address(address: str) -> bool:
     return bool(sep) and 0 < len(local) <= 64 and bool(_LOCAL.match(local)) and is_valid_domain(domain)
 
 
+# something shaped like an address inside free text (a display name): local@domain.tld
+_ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\\,;:\"'@]+@[^\s<>()\[\]\\,;:\"'@]+\.[^\s<>()\[\]\\,;:\"'@.]+")
+
+
+def addresses_in_text(text: str) -> tuple[str, ...]:
+    """The address-shaped words of a display name ('"ceo@bank.com" <a@b>' shows ceo@bank.com)."""
+    return tuple(m.group(0).lower().rstrip(".") for m in _ADDRESS_IN_TEXT.finditer(text)) if "@" in text else ()
+
+
 def normalize(address: str) -> str:
     """The form used for matching and cap counting: the local part kept, the domain lower-cased."""
     local, _, domain = address.rpartition("@")

@@ -62,6 +62,9 @@ class Message:
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
     crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
     dot_free: bool = False  # the channel checked that no line of data starts with a dot
+    from_display_addresses: tuple[str, ...] = ()  # addresses a From: display name shows
+    body_8bit: bool = False  # SMTP BODY=8BITMIME: passed on to the upstream
+    smtputf8: bool = False  # internationalized addresses or headers (RFC 6531): the upstream must offer SMTPUTF8
 
 
 class Pipeline:
@@ -194,6 +197,13 @@ class Pipeline:
                 return reject(Outcome.INVALID,
                               f"From: address {address} is not authorized for this account",
                               enhanced="5.7.1")
+        if not self.limits.allow_address_display_names:
+            # '"ceo@bank.com" <app@example.com>': most mail clients show only the name
+            for shown in message.from_display_addresses:
+                if matching_rule(shown, txn.principal.senders) is None:
+                    return reject(Outcome.INVALID,
+                                  f"From: display name shows the address {shown}, which is not "
+                                  "authorized for this account", enhanced="5.7.1")
         return None
 
     # -- steps 3-8 -----------------------------------------------------------------------

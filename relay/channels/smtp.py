@@ -513,6 +513,7 @@ class RelaySMTP(SMTP):
         )
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
+            from_display_addresses=facts.from_display_addresses,
             data=prepared, has_body=has_body, size=size,
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
