@@ -60,7 +60,7 @@ class RelayServer:
 
     async def start(self) -> None:
         """Recover stranded rows, start the channels and the background work, tell systemd."""
-        recovered = await recover(self.store, self.cfg.server.recovery_after_seconds)
+        recovered = await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
         if recovered:
             log.warning("recovery: %d message(s) left in flight by a previous run failed and refunded",
                         recovered)
@@ -102,7 +102,7 @@ class RelayServer:
 
     async def _recover(self) -> None:
         """Resolve rows stranded by an instance that died (this one included, before a restart)."""
-        await recover(self.store, self.cfg.server.recovery_after_seconds)
+        await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
 
     async def refresh_gauges(self) -> None:
         """Set the gauges a scrape cannot compute itself (the queue depth needs a query)."""
@@ -124,13 +124,19 @@ class RelayServer:
         self.queue_worker.stop()  # the delivery in hand finishes within the grace, like SMTP's
         # every channel drains at once, within the same grace
         await asyncio.gather(*(channel.stop(grace) for channel in self.channels), return_exceptions=True)
-        while (self.pipeline.in_flight or (self._queue_task is not None and not self._queue_task.done())) \
+        while (self.pipeline.in_flight or self.pipeline.settling
+               or (self._queue_task is not None and not self._queue_task.done())) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.pipeline.in_flight:
             log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
                         "is not recorded before the database closes stays 'sending' until the recovery "
                         "sweep fails and refunds it", len(self.pipeline.in_flight))
+        if self.pipeline.settling:
+            log.error("shutdown: %d delivery outcome(s) could not be recorded (database unreachable); "
+                      "the next start settles them as failed and refunded", len(self.pipeline.settling))
+            for task in self.pipeline.settling:
+                task.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
