@@ -64,6 +64,7 @@ async def test_rows_carry_their_instance(relay: LiveRelay) -> None:
     t = await relay.tenant()
     client = await login(relay.port, t.key)
     _, reply = await client.sendmail(t.sender, ["a@dest.test"], message(t.sender))
+    assert reply.startswith("OK: ")
     client.close()
     instance = await relay.store.pool.fetchval("SELECT instance_id FROM messages")
     assert instance == relay.store.instance_id is not None
