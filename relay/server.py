@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from relay import metrics, systemd
+from relay import metrics, systemd, tlslog
 from relay.channels import registry
 from relay.channels.base import Channel, Endpoint, ServerContext
 from relay.config import Config
@@ -60,6 +60,7 @@ class RelayServer:
 
     async def start(self) -> None:
         """Recover stranded rows, start the channels and the background work, tell systemd."""
+        tlslog.install(asyncio.get_running_loop())
         recovered = await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
         if recovered:
             log.warning("recovery: %d message(s) left in flight by a previous run failed and refunded",
@@ -144,6 +145,7 @@ class RelayServer:
                 await task
         assert self.upstream is not None
         await self.upstream.close()
+        tlslog.uninstall(asyncio.get_running_loop())
 
 
 async def serve_until_signalled(server: RelayServer, on_ready: Callable[[], None] | None = None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from relay import hygiene, metrics
+from relay import hygiene, metrics, tlslog
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
@@ -248,7 +248,12 @@ class RelaySMTP(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
 
     async def handle_exception(self, error: Exception) -> str:
-        """Anything unexpected is transient for the client and never shows our internals."""
+        """Anything unexpected is transient for the client and never shows our internals; a
+        client's failed TLS is one INFO line, not a traceback."""
+        if tlslog.is_tls_failure(error):
+            tlslog.log_failure(self.peer_ip, error)
+            self._set_rset_state()
+            return TEMPORARY_REPLY
         log.exception("SMTP session error from %s", self.peer_ip)
         self._set_rset_state()
         return TEMPORARY_REPLY
