@@ -263,9 +263,13 @@ class Pipeline:
             return await self._queue(message_id, txn, message, cost)
         self.unsettled.add(message_id)
         try:
+            # the RFC 6152 / 6531 flags only when set: an upstream that predates them still works
+            flags = {"body_8bit": True} if message.body_8bit else {}
+            if message.smtputf8:
+                flags["smtputf8"] = True
             delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
                                                    crlf_verified=message.crlf_verified,
-                                                   dot_free=message.dot_free)
+                                                   dot_free=message.dot_free, **flags)
         except Exception:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
             log.exception("delivery of %s raised", message_id)

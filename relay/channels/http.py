@@ -304,6 +304,7 @@ class Api:
         key = request.headers.get("idempotency-key")  # checked by the pipeline
         message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
                           from_display_addresses=addresses_in_text(send.sender.name),
+                          smtputf8=not all(a.isascii() for a in (send.sender.address, *send.recipients)),
                           has_body=send.has_body, size=send.size, idempotency_key=key,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away

@@ -24,6 +24,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from relay import hygiene, metrics, tlslog
+from relay.addresses import needs_smtputf8
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
@@ -69,6 +70,9 @@ def _clean(text: str) -> str:
 
 def smtp_reply(result: Result) -> str:
     """The reply line for a pipeline result."""
+    if result.outcome is Outcome.RELAY_FAILED and " 5.6.7" in f" {result.upstream_reply or ''}":
+        # the upstream cannot take an internationalized message (no SMTPUTF8): RFC 6531 3.4
+        return f"553 5.6.7 upstream cannot accept this internationalized message: {_clean(result.reason)}"
     code, enhanced, template = SMTP_REPLIES[result.outcome]
     text = template.format(id=result.message_id or "", reason=_clean(result.reason))
     enhanced = result.enhanced or enhanced if code >= 400 else ""
@@ -147,6 +151,8 @@ class SmtpHandler:
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: rate limit, sender authorization, pre-flight (SPEC: as early as known)."""
+        if needs_smtputf8(address) and not envelope.smtp_utf8:
+            return "553 5.6.7 Internationalized address requires MAIL FROM ... SMTPUTF8 (RFC 6531)"
         principal: Principal = session.auth_data
         opened = await self.pipeline.begin(principal, address, "smtp")
         if isinstance(opened, Result):
@@ -156,12 +162,16 @@ class SmtpHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.txn = opened  # type: ignore[attr-defined]
+        # RFC 6152: say so to the upstream too (aiosmtpd accepts only 7BIT and 8BITMIME)
+        envelope.body_8bit = "BODY=8BITMIME" in mail_options  # type: ignore[attr-defined]
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO: address validity and the recipient limit; duplicates are accepted once."""
         envelope.rcpt_attempts = getattr(envelope, "rcpt_attempts", 0) + 1  # type: ignore[attr-defined]
+        if needs_smtputf8(address) and not envelope.smtp_utf8:
+            return "553 5.6.7 Internationalized address requires MAIL FROM ... SMTPUTF8 (RFC 6531)"
         if address.lower() in (r.lower() for r in envelope.rcpt_tos):
             return "250 2.1.5 OK (duplicate recipient ignored)"
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
@@ -182,8 +192,9 @@ class RelaySMTP(SMTP):
     __dir__ = _cached_dir(("auth_", "smtp_"))
 
     def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+        # SMTPUTF8 (RFC 6531) offered: internationalized addresses; 8BITMIME is aiosmtpd's default
         super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
-                         data_size_limit=channel.max_message_bytes, **kwargs)
+                         data_size_limit=channel.max_message_bytes, enable_SMTPUTF8=True, **kwargs)
         self.channel = channel
         self.implicit_tls = implicit_tls
         self.close_after_reply = False
@@ -523,6 +534,7 @@ class RelaySMTP(SMTP):
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
+            body_8bit=bool(getattr(self.envelope, "body_8bit", False)), smtputf8=bool(self.envelope.smtp_utf8),
         )
 
 

@@ -30,12 +30,15 @@ class Upstream(Protocol):
     """A place accepted mail is handed to."""
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
+                      crlf_verified: bool = False, dot_free: bool = False,
+                      body_8bit: bool = False, smtputf8: bool = False) -> Delivery:
         """Hand over one message; the result says what happened, errors included.
 
         crlf_verified: the caller already checked that every line ends in CRLF (no bare CR or LF),
         so the upstream need not check again before sending the data as is.
         dot_free: the caller already checked that no line starts with a dot (nothing to stuff).
+        body_8bit: the client declared BODY=8BITMIME (RFC 6152); smtputf8: the message needs
+        SMTPUTF8 (RFC 6531). (Passing them on is the SMTP upstream's part.)
         """
         ...
 

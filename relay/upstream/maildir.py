@@ -36,7 +36,8 @@ class MaildirUpstream:
         return self._box.add(envelope.encode() + data)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
+                      crlf_verified: bool = False, dot_free: bool = False,
+                      body_8bit: bool = False, smtputf8: bool = False) -> Delivery:
         """Write the message; a full disk or similar is a transient failure."""
         self._busy += 1
         try:

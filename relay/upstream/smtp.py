@@ -324,7 +324,8 @@ class SmtpUpstream:
         self._idle.append(conn)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
+                      crlf_verified: bool = False, dot_free: bool = False,
+                      body_8bit: bool = False, smtputf8: bool = False) -> Delivery:
         """One relay attempt within the total deadline; any failure is a Delivery, never a raise.
 
         The deadline includes the wait for a free connection: a message is 'sending' from its
