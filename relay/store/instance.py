@@ -33,7 +33,6 @@ def new_instance_id() -> int:
 class InstanceStore(StoreBase):
     """The lock that says 'this instance is alive', kept through database restarts."""
 
-    instance_id: int | None = None
     _lock_conn: asyncpg.Connection | None = None
     _keeper: asyncio.Task[None] | None = None
 
