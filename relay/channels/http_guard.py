@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +126,8 @@ class GuardedProtocol(asyncio.Protocol):
         self.key: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport, though they are one
+        transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
         state = ConnectionState(self.guard, transport)
@@ -145,13 +147,13 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is not None and self.state.closing:
             return  # lingering: the answer is out, the rest of the request is dropped
-        self.inner.data_received(data)  # type: ignore[attr-defined]
+        self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         if self.state is not None and self.state.closing:
             self.state.transport.close()
             return None
-        return self.inner.eof_received()  # type: ignore[attr-defined,no-any-return]
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         if self.ip is not None:

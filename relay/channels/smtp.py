@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import time
+import typing
 import uuid
 import warnings
 from base64 import b64decode
@@ -210,9 +211,9 @@ class RelaySMTP(SMTP):
             ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
             if not self.channel.connection_limit.acquire(ip):
                 log.info("SMTP connection from %s refused: too many open connections from it", ip)
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(f"421 4.7.0 {self.hostname} Too many connections from your address, "
-                                "try again later\r\n".encode())
+                # (uvloop's transports do not subclass asyncio.WriteTransport, though they are one)
+                typing.cast(asyncio.WriteTransport, transport).write(
+                    f"421 4.7.0 {self.hostname} Too many connections from your address, try again later\r\n".encode())
                 transport.close()
                 return
             self.counted_ip = ip
