@@ -38,7 +38,8 @@ def test_secret_may_contain_underscores() -> None:
     ("app@example.com", True), ("first.last+tag@sub.example.co.uk", True), ("a@b", False),
     ("no-at-sign", False), ("two@@example.com", False), (".lead@example.com", False),
     ("dots..in@example.com", False), ("a@-bad.com", False), ("a@example.123", False),
-    ("x" * 65 + "@example.com", False), ("ünï@example.com", False), ("a b@example.com", False),
+    ("x" * 65 + "@example.com", False), ("ünï@example.com", True),  # RFC 6531 (SMTPUTF8)
+    ("ünï@bücher.example", True), ("x\u200b@example.com", False), ("ü@-bad.com", False), ("a b@example.com", False),
     ('"quoted"@example.com', False), ("a@[127.0.0.1]", False), ("", False),
 ])
 def test_address_validity(address: str, ok: bool) -> None:

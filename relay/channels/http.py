@@ -476,6 +476,8 @@ class HttpServer:
         if server is None:
             return
         server.should_exit = True
+        if self.guard is not None:
+            self.guard.stopping = True
         if self._ticker is not None:
             await self._ticker
         grace = self.shutdown_grace if grace is None else grace

@@ -51,6 +51,7 @@ class Guard:
     header_timeout: float
     body_timeout: float
     states: dict[tuple[str, int], ConnectionState] = field(default_factory=dict)
+    stopping: bool = False  # the server is shutting down: close at once, no lingering
 
 
 class ConnectionState:
@@ -91,6 +92,9 @@ class ConnectionState:
         self.cancel()
         transport = self.transport
         if transport.is_closing():
+            return
+        if self.guard.stopping:
+            transport.close()
             return
         if transport.can_write_eof():
             transport.write_eof()
