@@ -15,6 +15,7 @@ from relay import metrics, systemd, tlslog
 from relay.channels import registry
 from relay.channels.base import Channel, Endpoint, ServerContext
 from relay.config import Config
+from relay.limits import AuthThrottle
 from relay.pipeline import Pipeline, recover
 from relay.queue import QueueWorker, utcnow
 from relay.store.store import Store
@@ -41,7 +42,9 @@ class RelayServer:
         self.upstream = self.upstream or make_upstream(self.cfg)
         self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
                                  self.cfg.server.key_cache_seconds)
-        self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
+        self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock,
+                                     AuthThrottle(self.cfg.smtp.auth_failures_before_delay,
+                                                  self.cfg.smtp.auth_failures_before_refusal))
         self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
         self.channels = registry.build(self.context)
 

@@ -183,3 +183,20 @@ async def test_http_connections_per_address_are_limited(db_dsn, store, peer) -> 
                     return (await fresh.get("/healthz")).status_code == 200
             from tests.conftest import eventually
             await eventually(served, what="slots freed by closed connections are reused")
+
+
+async def test_guesses_over_smtp_and_http_share_one_throttle(db_dsn, store, peer) -> None:
+    async with running(db_dsn, store, peer, smtp={"auth_failures_before_delay": 10,
+                                                  "auth_failures_before_refusal": 4}) as live:
+        t = await live.tenant()
+        wrong = t.key[:-4] + ("aaaa" if not t.key.endswith("aaaa") else "bbbb")
+        for _ in range(2):
+            raw = await Raw.open(live.port)
+            assert (await raw.auth(wrong)).startswith("535")
+            raw.close()
+        async with client(live) as http:
+            assert [(await post(http, wrong, body(t))).status_code for _ in range(3)] == [401, 401, 429]
+        raw = await Raw.open(live.port)
+        assert (await raw.auth(t.key)).startswith("421")
+        raw.close()
+        await assert_untouched(live, t, 100)

@@ -498,8 +498,8 @@ class HttpChannel:
         self.cfg = cfg.http
         self.server = HttpServer(
             build_app(ctx.pipeline, hostname=cfg.smtp.hostname, max_message_bytes=cfg.limits.max_message_bytes,
-                      context=ctx, throttle=AuthThrottle(cfg.smtp.auth_failures_before_delay,
-                                                         cfg.smtp.auth_failures_before_refusal)),
+                      context=ctx, throttle=ctx.auth_throttle or AuthThrottle(
+                          cfg.smtp.auth_failures_before_delay, cfg.smtp.auth_failures_before_refusal)),
             shutdown_grace=cfg.server.shutdown_grace_seconds,
             guard=Guard(ConnectionLimit(self.cfg.max_connections_per_address), self.cfg.header_timeout_seconds,
                         self.cfg.body_timeout_seconds),

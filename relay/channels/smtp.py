@@ -558,7 +558,8 @@ class SmtpChannel:
         self.cfg = ctx.cfg.smtp
         self.handler = SmtpHandler(
             ctx.pipeline, hostname=self.cfg.hostname, max_message_bytes=ctx.cfg.limits.max_message_bytes,
-            throttle=AuthThrottle(self.cfg.auth_failures_before_delay, self.cfg.auth_failures_before_refusal),
+            throttle=ctx.auth_throttle or AuthThrottle(self.cfg.auth_failures_before_delay,
+                                                       self.cfg.auth_failures_before_refusal),
             data_timeout=self.cfg.data_timeout_seconds,
             connection_limit=ConnectionLimit(self.cfg.max_connections_per_address),
         )
