@@ -223,6 +223,9 @@ def _validate(cfg: Config) -> None:
         "upstream.timeout_seconds": cfg.upstream.timeout_seconds,
         "smtp.idle_timeout_seconds": cfg.smtp.idle_timeout_seconds,
         "smtp.max_commands": cfg.smtp.max_commands,
+        "smtp.data_timeout_seconds": cfg.smtp.data_timeout_seconds,
+        "http.header_timeout_seconds": cfg.http.header_timeout_seconds,
+        "http.body_timeout_seconds": cfg.http.body_timeout_seconds,
         "limits.calls_per_minute": cfg.limits.calls_per_minute,
         "limits.max_recipients": cfg.limits.max_recipients,
         "limits.max_message_bytes": cfg.limits.max_message_bytes,
@@ -247,6 +250,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    for key, count in (("smtp.max_connections_per_address", cfg.smtp.max_connections_per_address),
+                       ("http.max_connections_per_address", cfg.http.max_connections_per_address)):
+        if count < 0:
+            raise ConfigError(f"{key}: must be 0 (no limit) or more")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
