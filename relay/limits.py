@@ -22,8 +22,6 @@ CONCURRENT_CHECKS = 4
 class Attempt:
     """One credential check in progress; the caller reports a failure (wrong credentials)."""
 
-    throttle: AuthThrottle
-    ip: str
     wrong: bool = False
 
     def failed(self) -> None:
@@ -91,7 +89,7 @@ class AuthThrottle:
                     yield None
                     return
                 self._pending[ip] = self._pending.get(ip, 0) + 1
-                attempt = Attempt(self, ip)
+                attempt = Attempt()
                 try:
                     if wait:
                         await asyncio.sleep(wait)
