@@ -4,6 +4,7 @@ tags, metadata and schedule as the API shows them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -118,12 +119,14 @@ class Refused:
     unread: bool
 
 
-async def read_batch(api: Api, request: Request) -> tuple[Opened, object] | Refused:
-    """Steps 1-2, then the body read and decoded as JSON: the opened call and the document."""
+async def read_batch(api: Api, request: Request,
+                     held: contextlib.AsyncExitStack) -> tuple[Opened, object] | Refused:
+    """Steps 1-2, then the body read and decoded as JSON: the opened call and the document (held:
+    the request's exit stack, see Api.read_body)."""
     opened = await api.open(request)
     if isinstance(opened, Result):
         return Refused(opened, unread=True)
-    body = await api.read_body(request)
+    body = await api.read_body(request, held)
     if body is None:
         return Refused(metrics.counted("api", reject(Outcome.TOO_LARGE, "the request body is over the size limit")),
                        unread=True)
@@ -138,13 +141,16 @@ def routes(api: Api) -> list[Route]:
 
     async def send_batch(request: Request) -> Response:
         """POST /v1/send/batch: up to 100 messages, one result each; 200 all accepted, else 207."""
-        read = await read_batch(api, request)
-        if isinstance(read, Refused):
-            response = api.reply(read.result)
-            return api.unread(response) if read.unread else response
-        opened, doc = read
-        prepared = await prepare_batch(api, opened, doc, request, request.headers.get("idempotency-key"))
-        results = prepared if isinstance(prepared, Result) else await submit_batch(api, prepared)
+        async with contextlib.AsyncExitStack() as held:
+            read = await read_batch(api, request, held)
+            if isinstance(read, Refused):
+                response = api.reply(read.result)
+                return api.unread(response) if read.unread else response
+            opened, doc = read
+            del read
+            prepared = await prepare_batch(api, opened, doc, request, request.headers.get("idempotency-key"))
+            del doc
+            results = prepared if isinstance(prepared, Result) else await submit_batch(api, prepared)
         if isinstance(results, Result):
             return api.reply(results)
         entries = []

@@ -5,6 +5,7 @@ an app using Resend's SDKs switches by changing the SDK's base URL and key (docs
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import uuid
@@ -126,17 +127,19 @@ def routes(api: Api) -> list[Route]:
 
     async def send(request: Request) -> Response:
         """POST /emails: one message; 200 {"id"} once accepted (sent, queued or scheduled)."""
-        read = await parity.read_batch(api, request)  # the same steps 1-2, body limit and JSON decoding
-        if isinstance(read, parity.Refused):
-            return refused(api, read)
-        opened, doc = read
-        body = _translated(doc)
-        if isinstance(body, Result):
-            return error_reply(api, body)
-        prepared = await api.prepare(opened, body, request, request.headers.get("idempotency-key"))
-        if isinstance(prepared, Result):
-            return error_reply(api, prepared)
-        result = await api.pipeline.submit_detached(*prepared)
+        async with contextlib.AsyncExitStack() as held:
+            # the same steps 1-2, body limit and JSON decoding as a batch
+            read = await parity.read_batch(api, request, held)
+            if isinstance(read, parity.Refused):
+                return refused(api, read)
+            opened, doc = read
+            body = _translated(doc)
+            if isinstance(body, Result):
+                return error_reply(api, body)
+            prepared = await api.prepare(opened, body, request, request.headers.get("idempotency-key"))
+            if isinstance(prepared, Result):
+                return error_reply(api, prepared)
+            result = await api.pipeline.submit_detached(*prepared)
         if not result.outcome.accepted:
             return error_reply(api, result)
         return JSONResponse({"id": result.message_id})
@@ -144,34 +147,35 @@ def routes(api: Api) -> list[Route]:
     async def send_batch(request: Request) -> Response:
         """POST /emails/batch: strict (Resend's default) refuses the whole batch when one message is
         invalid; 'x-batch-validation: permissive' sends the valid ones and lists the others."""
-        read = await parity.read_batch(api, request)
-        if isinstance(read, parity.Refused):
-            return refused(api, read)
-        opened, doc = read
-        if not isinstance(doc, list):
-            return error_reply(api, reject(Outcome.INVALID, "the body must be a JSON array of emails"))
-        bodies: list[object] = []
-        for i, item in enumerate(doc):
-            body = _translated(item)
-            bodies.append(reject(Outcome.INVALID, f"batch[{i}]: {body.reason}") if isinstance(body, Result)
-                          else body)
-        strict = request.headers.get("x-batch-validation", "strict").lower() != "permissive"
-        untranslatable = [(i, b) for i, b in enumerate(bodies) if isinstance(b, Result)]
-        if strict and untranslatable:
-            return error_reply(api, untranslatable[0][1])
-        prepared = await parity.prepare_batch(api, opened, [{} if isinstance(b, Result) else b for b in bodies],
-                                              request, request.headers.get("idempotency-key"))
-        if isinstance(prepared, Result):
-            return error_reply(api, prepared)
-        for i, b in untranslatable:
-            assert isinstance(b, Result)
-            prepared.results[i] = b
-        bad = [(i, r) for i, r in enumerate(prepared.results) if r is not None]
-        if strict and bad:
-            return error_reply(api, bad[0][1])  # nothing was charged or sent
-        results = await parity.submit_batch(api, prepared)
-        if isinstance(results, Result):
-            return error_reply(api, results)
+        async with contextlib.AsyncExitStack() as held:
+            read = await parity.read_batch(api, request, held)
+            if isinstance(read, parity.Refused):
+                return refused(api, read)
+            opened, doc = read
+            if not isinstance(doc, list):
+                return error_reply(api, reject(Outcome.INVALID, "the body must be a JSON array of emails"))
+            bodies: list[object] = []
+            for i, item in enumerate(doc):
+                body = _translated(item)
+                bodies.append(reject(Outcome.INVALID, f"batch[{i}]: {body.reason}") if isinstance(body, Result)
+                              else body)
+            strict = request.headers.get("x-batch-validation", "strict").lower() != "permissive"
+            untranslatable = [(i, b) for i, b in enumerate(bodies) if isinstance(b, Result)]
+            if strict and untranslatable:
+                return error_reply(api, untranslatable[0][1])
+            prepared = await parity.prepare_batch(api, opened, [{} if isinstance(b, Result) else b for b in bodies],
+                                                  request, request.headers.get("idempotency-key"))
+            if isinstance(prepared, Result):
+                return error_reply(api, prepared)
+            for i, b in untranslatable:
+                assert isinstance(b, Result)
+                prepared.results[i] = b
+            bad = [(i, r) for i, r in enumerate(prepared.results) if r is not None]
+            if strict and bad:
+                return error_reply(api, bad[0][1])  # nothing was charged or sent
+            results = await parity.submit_batch(api, prepared)
+            if isinstance(results, Result):
+                return error_reply(api, results)
         data = [{"id": r.message_id} for r in results if r.outcome.accepted]
         errors = [{"index": i, "message": json.loads(bytes(error_reply(api, r).body))["message"]}
                   for i, r in enumerate(results) if not r.outcome.accepted]
