@@ -202,13 +202,17 @@ def has_bare_cr_or_lf(data: bytes | bytearray) -> bool:
     return data.count(b"\n") != crlf or data.count(b"\r") != crlf
 
 
+# Headers never relayed: blind copies, and the relay's own instructions to itself.
+REMOVED_HEADERS = ("bcc", "resent-bcc", "idempotency-key")
+
+
 def relay_header_block(
     data: bytes | bytearray,
     *,
     received: str,
     message_id: str,
     date: str,
-    remove: tuple[str, ...] = ("bcc", "resent-bcc", "idempotency-key"),
+    remove: tuple[str, ...] = REMOVED_HEADERS,
 ) -> tuple[bytes, int]:
     """The header block to relay (Received: on top, Message-ID/Date when missing, headers removed,
     ending in the blank line) and the offset in data where the body starts."""

@@ -36,6 +36,7 @@ _KEY_FAILURES = {
     "401": _failure("No bearer token, or an unknown one.", "KEY_MISSING", "KEY_INVALID"),
     "403": _failure("The key is disabled.", "KEY_DISABLED"),
 }
+_THROTTLED = "Too many failed key checks from this address (the shared AUTH throttle)"
 _MESSAGE_ID = {"name": "messageId", "in": "path", "required": True, "schema": {"type": "string"},
                "description": "A messageId from /v1/send."}
 _EMAIL_ID = {"name": "emailId", "in": "path", "required": True, "schema": {"type": "string"},
@@ -43,6 +44,7 @@ _EMAIL_ID = {"name": "emailId", "in": "path", "required": True, "schema": {"type
 _RESEND_KEY = {
     "401": _resend_error("No bearer token.", "missing_api_key"),
     "403": _resend_error("An unknown or disabled key.", "invalid_api_key"),
+    "429": _resend_error(f"{_THROTTLED}.", "rate_limit_exceeded", headers=_RETRY_AFTER),
 }
 
 SEND_FIELDS: dict[str, Any] = {
@@ -119,7 +121,7 @@ PATHS: dict[str, Any] = {
                                 headers={"Retry-After": {"description": "With IDEMPOTENCY_IN_FLIGHT.",
                                                          "schema": {"type": "integer", "minimum": 1}}}),
                 "413": _failure("The request body is over the limit of /v1/send.", "TOO_LARGE"),
-                "429": _failure("The key's rate limit.", "RATE_LIMITED", headers=_RETRY_AFTER),
+                "429": _failure(f"The key's rate limit, or: {_THROTTLED}.", "RATE_LIMITED", headers=_RETRY_AFTER),
                 "503": _failure("A transient failure inside relay; nothing charged.", "TEMPORARY",
                                 headers=_RETRY_AFTER),
             },
@@ -139,8 +141,9 @@ PATHS: dict[str, Any] = {
                 "409": _resend_error("Idempotency-Key conflicts.", "invalid_idempotent_request",
                                      "concurrent_idempotent_requests"),
                 "422": _resend_error("Invalid or unsupported fields.", "validation_error", "missing_required_field"),
-                "429": _resend_error("Rate limit (with Retry-After), or credits exhausted "
-                                     "(monthly_quota_exceeded).", "rate_limit_exceeded", "monthly_quota_exceeded",
+                "429": _resend_error("The key's rate limit or the shared AUTH throttle (with Retry-After), "
+                                     "or credits exhausted (monthly_quota_exceeded).", "rate_limit_exceeded",
+                                     "monthly_quota_exceeded",
                                      headers={"Retry-After": {"description": "With rate_limit_exceeded.",
                                                               "schema": {"type": "integer", "minimum": 1}}}),
                 "500": _resend_error("The upstream refused or is unavailable (refunded), or a transient "
@@ -203,6 +206,7 @@ CANCEL: dict[str, Any] = {
         **_KEY_FAILURES,
         "404": _ref("responses", "NotFound"),
         "409": _failure("The message is not scheduled (sent, failed, already cancelled).", "NOT_CANCELLABLE"),
+        "429": _failure(f"{_THROTTLED}.", "RATE_LIMITED", headers=_RETRY_AFTER),
     },
 }
 

@@ -182,8 +182,7 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse({"data": data, "errors": errors} if errors or not strict else {"data": data})
 
     async def _owned(request: Request) -> tuple[uuid.UUID, dict[str, Any]] | Response:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        principal = await api.pipeline.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        principal = await api.authenticate(request)
         if isinstance(principal, Result):
             return error_reply(api, principal)
         try:

@@ -227,6 +227,11 @@ class Api:
         result = await self._principal(request, submission=False)
         return self.reply(result) if isinstance(result, Result) else result
 
+    async def authenticate(self, request: Request) -> Principal | Result:
+        """The key check of a feature route that answers in its own shape (throttled as every key
+        check is); the Result to translate when refused."""
+        return await self._principal(request, submission=False)
+
     async def open(self, request: Request) -> Opened | Result:
         """Steps 1-2 for a submitting feature route (a batch): the key, then the call counted; the
         Result is answered before the body is read (see unread)."""

@@ -537,7 +537,7 @@ class RelaySMTP(SMTP):
         prepared = hygiene.prepare_for_relay_in_place(
             data, 2, received=received, message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             date=email.utils.format_datetime(now),
-            remove=("bcc", "idempotency-key", *relay_tags.SMTP_HEADERS),
+            remove=(*hygiene.REMOVED_HEADERS, *relay_tags.SMTP_HEADERS),
         )
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
