@@ -464,3 +464,22 @@ async def test_scheduled_send_replayed_under_its_idempotency_key(relay) -> None:
     assert again.json() == first.json() and first.json()["status"] == "scheduled"
     assert again.headers["Idempotent-Replayed"] == "true"
     assert await relay.balance(t) == 9 and relay.peer.messages == []
+
+
+async def test_scheduled_send_retried_by_the_queue_rules(relay) -> None:
+    t = await relay.tenant(credits=10)
+    when = datetime.now(UTC) + timedelta(hours=40)
+    async with serve_api(relay) as api:
+        mid = (await api.send(t.key, body_for(t, send_at=when.isoformat()))).json()["messageId"]
+    now = [when + timedelta(seconds=1)]
+    w = worker(relay, lambda: now[0])
+    relay.peer.handler.mail_reply = "451 4.7.1 Greylisted, try again later"
+    assert (await w.deliver_due()).retried == 1
+    row = await relay.store.message(uuid.UUID(mid))
+    assert row["status"] == "queued" and row["attempts"] == 1
+    assert row["deliver_after"] == now[0] + timedelta(seconds=FAST.retry_base_seconds)
+    relay.peer.handler.mail_reply = None
+    now[0] += timedelta(seconds=FAST.retry_base_seconds)
+    assert (await w.deliver_due()).sent == 1  # 40 h after acceptance: within 24 h of its send_at
+    await w.upstream.close()
+    assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
