@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.errors import RelayError
+from relay.events.config import BouncesConfig, EventsConfig, WebhooksConfig
 
 
 class ConfigError(RelayError):
@@ -121,6 +122,9 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -226,6 +230,10 @@ def _validate(cfg: Config) -> None:
         "retention.log_days": cfg.retention.log_days,
         "retention.cleanup_interval_seconds": cfg.retention.cleanup_interval_seconds,
         "retention.batch_size": cfg.retention.batch_size,
+        "webhooks.timeout_seconds": cfg.webhooks.timeout_seconds,
+        "webhooks.concurrency": cfg.webhooks.concurrency,
+        "webhooks.lease_seconds": cfg.webhooks.lease_seconds,
+        "webhooks.poll_seconds": cfg.webhooks.poll_seconds,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -47,6 +47,11 @@ async def eventually(condition: Callable[[], Awaitable[bool]] | Callable[[], boo
         await asyncio.sleep(interval)
 
 
+def rcpts(n: int) -> list[str]:
+    """n distinct recipient addresses (for calling the store directly)."""
+    return [f"r{i}@dest.test" for i in range(n)]
+
+
 @dataclass(frozen=True)
 class PgServer:
     """How to reach the test PostgreSQL: admin DSN and a DSN factory per database."""

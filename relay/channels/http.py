@@ -48,6 +48,7 @@ from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.events.payload import public_event
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
 from relay.tls import listener_context, make_tls_context
@@ -75,6 +76,7 @@ HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     # issue 4: another payload under the same key 409, the first still running 409 (+ Retry-After)
     Outcome.IDEMPOTENCY_MISMATCH: (409, "{reason}"),
     Outcome.IDEMPOTENCY_IN_FLIGHT: (409, "{reason}"),
+    Outcome.SUPPRESSED: (200, ""),  # issue 13: every recipient suppressed, nothing sent or charged
 }
 # The outcomes that say "retry later", with the Retry-After to send when the pipeline gave none
 # (SPEC: 429 and 503 always carry one).
@@ -123,8 +125,10 @@ def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
     # a repeated Idempotency-Key: the first submission's answer again (Stripe's header name)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
     if result.outcome.accepted:
-        return JSONResponse({"ok": True, "messageId": result.message_id,
-                             "status": result.outcome.value.lower()}, status_code=status, headers=headers)
+        accepted: dict[str, Any] = {"ok": True, "messageId": result.message_id, "status": result.outcome.value.lower()}
+        if result.suppressed or result.outcome is Outcome.SUPPRESSED:
+            accepted["suppressed"] = list(result.suppressed)
+        return JSONResponse(accepted, status_code=status, headers=headers)
     if result.outcome in DEFAULT_RETRY_AFTER:
         headers["Retry-After"] = str(result.retry_after or DEFAULT_RETRY_AFTER[result.outcome])
     reason = _clean(result.reason) or result.outcome.value.replace("_", " ").lower()
@@ -180,7 +184,9 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
         "creditsRefunded": row["credits_refunded"], "failureCode": row["failure_code"],
         "upstreamReply": row["upstream_reply"], "deliverAfter": _iso(row["deliver_after"]),
         "createdAt": _iso(row["created_at"]), "updatedAt": _iso(row["updated_at"]),
-        "finishedAt": _iso(row["finished_at"]),
+        "finishedAt": _iso(row["finished_at"]), "subject": row.get("subject"),
+        "recipients": row.get("recipients", []),
+        "events": [public_event(e) for e in row.get("events", [])],
     }
 
 
@@ -272,7 +278,7 @@ class Api:
                           received=self._received(request))
         key = request.headers.get("idempotency-key")  # checked by the pipeline
         message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
-                          has_body=send.has_body, size=send.size, idempotency_key=key,
+                          has_body=send.has_body, size=send.size, idempotency_key=key, subject=send.subject,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away
         return await self.pipeline.submit_detached(txn, message)
@@ -310,7 +316,7 @@ class Api:
         except ValueError:
             return failure(404, "no such message", "NOT_FOUND")
         try:
-            row = await self.pipeline.store.message(message_id)
+            row = await self.pipeline.store.message_with_details(message_id)
         except TRANSIENT_ERRORS:
             log.exception("message lookup failed")
             return self.reply(reject(Outcome.TEMPORARY))
