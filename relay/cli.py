@@ -225,6 +225,7 @@ def dev_config(cfg: Config, data_dir: str | None) -> Config:
     cfg = cfg.replace("smtp", listen="127.0.0.1:2525", allow_plaintext_auth=True, hostname="localhost",
                       implicit_tls_listen="", tls_cert="", tls_key="")
     cfg = cfg.replace("http", listen="127.0.0.1:8025")
+    cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = leaf(sub, "logs", cmd_logs, "message log, newest first")
     p.add_argument("--account")
-    p.add_argument("--status", choices=["sending", "sent", "queued", "failed"])
+    p.add_argument("--status", choices=["sending", "sent", "queued", "failed", "suppressed"])
     p.add_argument("--channel", choices=["api", "smtp"])
     p.add_argument("--limit", type=_positive("--limit"), default=50)
     p = leaf(sub, "queue", cmd_queue, "list queued messages (or: queue release)")

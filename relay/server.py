@@ -20,6 +20,7 @@ from relay.queue import QueueWorker, utcnow
 from relay.store.store import Store
 from relay.upstream.base import Upstream
 from relay.upstream.factory import make_upstream
+from relay.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class RelayServer:
         self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
         self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
         self.channels = registry.build(self.context)
+        self.webhook_worker = WebhookWorker(self.store, self.cfg.webhooks) if self.cfg.webhooks.worker else None
 
     @property
     def listening(self) -> list[Endpoint]:
@@ -85,6 +87,8 @@ class RelayServer:
         if self.cfg.queue.worker:
             self._queue_task = asyncio.create_task(self.queue_worker.run(), name="queue-worker")
             self._tasks.append(self._queue_task)
+        if self.webhook_worker is not None:
+            self._tasks.append(asyncio.create_task(self.webhook_worker.run(), name="webhook-worker"))
         systemd.notify("READY=1")
 
     @staticmethod
@@ -131,6 +135,8 @@ class RelayServer:
             log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
                         "is not recorded before the database closes stays 'sending' until the recovery "
                         "sweep fails and refunds it", len(self.pipeline.in_flight))
+        if self.webhook_worker is not None:  # POSTs in flight get what is left of the grace
+            await self.webhook_worker.stop_and_wait(max(0.0, deadline - time.monotonic()))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -48,6 +48,7 @@ from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.events import routes as events_routes
 from relay.events.payload import public_event
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
@@ -356,7 +357,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # Features that add API routes: each a function (api) -> routes, listed here once.
-FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = ()
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (events_routes.routes,)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,

@@ -62,7 +62,8 @@ PATHS: dict[str, Any] = {
     },
     "/v1/webhooks/{endpointId}/rotate-secret": {
         "post": {"operationId": "rotateWebhookSecret",
-                 "summary": "A new secret (shown once); the previous one still signs for webhooks.rotation_overlap_hours.",
+                 "summary": "A new secret (shown once); the previous one still signs for "
+                            "webhooks.rotation_overlap_hours.",
                  "security": _BEARER, "parameters": _ENDPOINT_ID,
                  "responses": {"200": {"description": "Rotated, with `secret`.",
                                        "content": _json(_one("WebhookEndpoint", "webhook"))},

@@ -17,13 +17,15 @@ from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
 from relay.store.send import SendStore
+from relay.store.webhooks import WebhookStore
 
 
 async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore,
+            WebhookStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
