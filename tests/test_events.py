@@ -14,8 +14,6 @@ import pytest
 from tests.conftest import LiveRelay, relay_config, start_relay
 from tests.smtp_helpers import login, message, send
 
-pytestmark = pytest.mark.asyncio(loop_scope="function")
-
 
 @pytest.fixture
 async def live(db_dsn, store, peer) -> AsyncIterator[LiveRelay]:
