@@ -15,7 +15,6 @@ from relay.config import LimitsConfig, QueueConfig
 from relay.errors import StoreUnavailable
 from relay.events.simulator import Simulator
 from relay.settle import settle
-from relay.store.base import DATABASE_ERRORS
 from relay.store.queue import QUEUE_CHANNEL, Claim
 from relay.store.store import Store
 from relay.upstream.base import Delivery, Upstream, Verdict
@@ -158,6 +157,6 @@ class QueueWorker:
         """A connection of its own that LISTENs for releases; the poll interval covers us when it is down."""
         try:
             return await self.store.listen(QUEUE_CHANNEL, self._on_notify)
-        except (StoreUnavailable, *DATABASE_ERRORS):
+        except StoreUnavailable:
             log.warning("queue worker: cannot LISTEN, polling only", exc_info=True)
             return None
