@@ -15,7 +15,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _FAILURE = {"content": _json(_ref("Failure"))}
 _COMMON = {
     "401": {"description": "No bearer token or an unknown one.", **_FAILURE},

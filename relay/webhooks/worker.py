@@ -26,6 +26,7 @@ from relay.webhooks import schedule
 log = logging.getLogger(__name__)
 
 _KEEP_RESPONSE = 1024
+_LISTEN_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *DATABASE_ERRORS)
 
 
 def _response_text(result: HttpResult) -> str | None:
@@ -151,6 +152,6 @@ class WebhookWorker:
     async def _listen(self) -> asyncpg.Connection | None:
         try:
             return await self.store.listen(WEBHOOK_CHANNEL, self._on_notify)
-        except (StoreUnavailable, *DATABASE_ERRORS):
+        except _LISTEN_ERRORS:
             log.warning("webhook worker: cannot LISTEN, polling only", exc_info=True)
             return None
