@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from relay.store.store import SenderRule
+from relay.domain import SenderRule
 
 # RFC 5321 dot-atom local part (quoted local parts are legal but are refused here: transactional
 # senders never need them and they are a favourite of header-injection tricks)

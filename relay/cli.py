@@ -13,19 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import asyncpg
-
-from relay import keys
+from relay import commands, keys
 from relay.addresses import is_valid_sender_pattern
 from relay.config import Config, ConfigError, load_config
-from relay.embedded import EmbeddedError
-from relay.runtime import ListenError, NotMigrated, database, key_secret
-from relay.store import migrate as migrations
-from relay.store.store import Store, StoreError, as_dict
-
-
-class UsageError(Exception):
-    """Bad input to a command."""
+from relay.errors import RelayError, StoreError, StoreUnavailable, UsageError
+from relay.runtime import database, key_secret, migrate_database
+from relay.store.base import DATABASE_ERRORS
+from relay.store.store import Store, as_dict
 
 
 def _jsonable(value: Any) -> Any:
@@ -68,11 +62,10 @@ async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> None:
             pass  # the embedded database is migrated on open
         _emit(args, {"applied": "embedded"}, "embedded database is up to date")
         return
-    conn = await asyncpg.connect(cfg.database.url)
     try:
-        ran = await migrations.migrate(conn)
-    finally:
-        await conn.close()
+        ran = await migrate_database(cfg.database.url)
+    except DATABASE_ERRORS as exc:
+        raise StoreUnavailable(f"database: {exc}") from exc
     names = [f"{m.version:04d}_{m.name}" for m in ran]
     _emit(args, {"applied": names}, "applied: " + ", ".join(names) if names else "up to date")
 
@@ -358,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     queue = p.add_subparsers(dest="action", required=False, parser_class=_Parser)
     p = leaf(queue, "release", cmd_queue_release, "deliver queued messages now (operator override of the cap)")
     p.add_argument("--sender", help="only this sender address")
+    for feature in commands.MODULES:
+        feature.register(sub, leaf)
     return parser
 
 
@@ -384,11 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(_with_store(cfg, args))
         else:
             _run(args.handler(cfg, args))
-    except (StoreError, UsageError, EmbeddedError, NotMigrated, ConfigError, ListenError) as exc:
+    except RelayError as exc:  # every error relay raises on purpose is worded for the user
         print(f"relay: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"relay: database: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

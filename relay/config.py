@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.errors import RelayError
 
-class ConfigError(Exception):
+
+class ConfigError(RelayError):
     """A configuration problem, worded as one line that names the key."""
 
 

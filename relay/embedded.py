@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from relay.errors import RelayError
+
 INSTALL_HINT = (
     "no PostgreSQL server binaries found (initdb, postgres): install them, e.g. "
     "`apt-get install postgresql` (Debian/Ubuntu), `dnf install postgresql-server` (Fedora) "
@@ -26,7 +28,7 @@ _SUN_PATH_MAX = 107
 _PR_SET_PDEATHSIG = 1
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(RelayError):
     """The embedded PostgreSQL could not be set up or started; one line says why."""
 
 

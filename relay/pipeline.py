@@ -10,24 +10,22 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import asyncpg
-
 from relay import keys, metrics
 from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
+from relay.domain import AdmitStatus, Principal, SenderRule
+from relay.errors import StoreUnavailable
 from relay.outcomes import Outcome, Result, reject
-from relay.store.batch import BatchInterrupted
-from relay.store.store import Principal, SenderRule, Store
+from relay.settle import settle
+from relay.store.store import Store
 from relay.upstream.base import Delivery, Upstream, Verdict
 from relay.upstream.classify import FailureCode
 
 log = logging.getLogger(__name__)
 
-# What "the database or the network hiccuped" looks like from here: all of it becomes TEMPORARY.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError,
-    BatchInterrupted,
-)
+# What "the database hiccuped" looks like from here (the store translates its driver's errors):
+# all of it becomes TEMPORARY.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable,)
 _FINALIZE_TRIES = 3
 _KEY_CACHE_SIZE = 10_000
 
@@ -232,21 +230,21 @@ class Pipeline:
             log.exception("admit failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         status = admission.status
-        if status.startswith("REPLAY:"):
-            return Result(Outcome(status.removeprefix("REPLAY:")), str(admission.original_id),
+        if status is AdmitStatus.REPLAY:
+            return Result(Outcome(admission.replayed_outcome), str(admission.original_id),
                           reason=admission.original_reply or "", replayed=True)
-        if status == "IDEMPOTENCY_MISMATCH":
+        if status is AdmitStatus.IDEMPOTENCY_MISMATCH:
             return reject(Outcome.IDEMPOTENCY_MISMATCH,
                           "this Idempotency-Key was already used for a different message", enhanced="5.7.0")
-        if status == "IDEMPOTENCY_IN_FLIGHT":
+        if status is AdmitStatus.IDEMPOTENCY_IN_FLIGHT:
             return reject(Outcome.IDEMPOTENCY_IN_FLIGHT,
                           "a message with this Idempotency-Key is still being processed", retry_after=5)
-        if status == "INSUFFICIENT_CREDITS":
+        if status is AdmitStatus.INSUFFICIENT_CREDITS:
             return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {cost} needed")
-        if status == "INSUFFICIENT_FUNDS":
+        if status is AdmitStatus.INSUFFICIENT_FUNDS:
             return reject(Outcome.INSUFFICIENT_FUNDS,
                           "insufficient funds: a concurrent send used the balance")
-        if status == "queued":
+        if status is AdmitStatus.QUEUED:
             return await self._queue(message_id, txn, message, cost)
         try:
             delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
@@ -277,13 +275,12 @@ class Pipeline:
     async def _conclude(self, message_id: uuid.UUID, txn: Transaction, delivery: Delivery, cost: int) -> Result:
         """Record the upstream's answer, refunding what did not leave."""
         mid = str(message_id)
+        settlement = settle(delivery, cost, self.limits.credits_per_recipient)
+        await self._finalize(message_id, txn, settlement.status, settlement.refund, settlement.reply,
+                             settlement.failure_code, retryable=settlement.retryable)
         if delivery.verdict is Verdict.SENT:
-            refund = len(delivery.refused) * self.limits.credits_per_recipient
-            await self._finalize(message_id, txn, "sent", refund, delivery.reply, None)
             return Result(Outcome.SENT, mid, upstream_reply=delivery.reply)
         permanent = delivery.verdict is Verdict.PERMANENT
-        await self._finalize(message_id, txn, "failed", cost, delivery.reply, delivery.failure_code,
-                             retryable=not permanent)
         outcome = Outcome.RELAY_FAILED if permanent else Outcome.UPSTREAM_UNAVAILABLE
         return Result(outcome, mid, reason=delivery.reply, failure_code=delivery.failure_code,
                       upstream_reply=delivery.reply, retry_after=None if outcome is Outcome.RELAY_FAILED else 30)

@@ -12,8 +12,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from relay.config import LimitsConfig, QueueConfig
-from relay.pipeline import TRANSIENT_ERRORS
-from relay.store.store import QUEUE_CHANNEL, Claim, Store
+from relay.errors import StoreUnavailable
+from relay.settle import settle
+from relay.store.base import DATABASE_ERRORS
+from relay.store.queue import QUEUE_CHANNEL, Claim
+from relay.store.store import Store
 from relay.upstream.base import Upstream, Verdict
 from relay.upstream.classify import FailureCode
 
@@ -85,14 +88,13 @@ class QueueWorker:
             tally.failed += 1
             return
         delivery = await self.upstream.deliver(item.mail_from, item.recipients, item.data)
-        if delivery.verdict is Verdict.SENT:
-            refund = len(delivery.refused) * self.limits.credits_per_recipient
-            await claim.finalize("sent", refund, delivery.reply, None)
-            tally.sent += 1
-            return
-        if delivery.verdict is Verdict.PERMANENT:
-            await claim.finalize("failed", item.credits_charged, delivery.reply, delivery.failure_code)
-            tally.failed += 1
+        if delivery.verdict is not Verdict.TRANSIENT:
+            outcome = settle(delivery, item.credits_charged, self.limits.credits_per_recipient)
+            await claim.finalize(outcome.status, outcome.refund, outcome.reply, outcome.failure_code)
+            if outcome.status == "sent":
+                tally.sent += 1
+            else:
+                tally.failed += 1
             return
         deferred = delivery.reply[:1] == "4"  # the upstream answered "try later" (not a timeout)
         retry = now + backoff(item.attempts + 1, self.queue)
@@ -130,7 +132,7 @@ class QueueWorker:
                         log.info("queue: %d sent, %d failed, %d to retry", tally.sent, tally.failed,
                                  tally.retried)
                         continue
-                except TRANSIENT_ERRORS:
+                except StoreUnavailable:
                     log.warning("queue worker: database trouble, will retry", exc_info=True)
                 except Exception:
                     # a bug must not stop delivery for good: the claim rolled back, try again later
@@ -142,17 +144,15 @@ class QueueWorker:
                     await asyncio.wait_for(self._wake.wait(), self.queue.poll_seconds)
         finally:
             if listener is not None:
-                with contextlib.suppress(*TRANSIENT_ERRORS):
-                    if not listener.is_closed():
-                        await listener.remove_listener(QUEUE_CHANNEL, self._on_notify)
-                    await self.store.pool.release(listener)
+                # the listening connection is the worker's own: closing it ends the LISTEN, and
+                # nothing that fails here can keep a pool connection from going back
+                with contextlib.suppress(Exception):
+                    await listener.close()
 
     async def _listen(self) -> asyncpg.Connection | None:
-        """A pooled connection that LISTENs for releases; the poll interval covers us when it is down."""
+        """A connection of its own that LISTENs for releases; the poll interval covers us when it is down."""
         try:
-            conn: asyncpg.Connection = await self.store.pool.acquire()
-            await conn.add_listener(QUEUE_CHANNEL, self._on_notify)
-        except TRANSIENT_ERRORS:
+            return await self.store.listen(QUEUE_CHANNEL, self._on_notify)
+        except (StoreUnavailable, *DATABASE_ERRORS):
             log.warning("queue worker: cannot LISTEN, polling only", exc_info=True)
             return None
-        return conn

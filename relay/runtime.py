@@ -12,16 +12,12 @@ import asyncpg
 
 from relay.config import Config
 from relay.embedded import EmbeddedPostgres
+from relay.errors import ListenError, NotMigrated, StoreUnavailable
 from relay.store import migrate
+from relay.store.base import DATABASE_ERRORS
 from relay.store.store import Store
 
-
-class ListenError(Exception):
-    """A listener could not be set up (bound, or its certificate loaded); one line names the config key."""
-
-
-class NotMigrated(Exception):
-    """The database lacks migrations; `relay migrate` fixes it."""
+__all__ = ["ListenError", "NotMigrated", "database", "ensure_database", "key_secret"]
 
 
 def key_secret(cfg: Config) -> bytes:
@@ -50,6 +46,19 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+async def migrate_database(dsn: str, *, check_only: bool = False) -> list[migrate.Migration]:
+    """Apply pending migrations (or, check_only, raise NotMigrated when some are pending)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not check_only:
+            return await migrate.migrate(conn)
+        if await migrate.pending(conn):
+            raise NotMigrated("the database is not migrated: run `relay migrate`")
+        return []
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def database(cfg: Config, *, auto_migrate: bool = False, pool_size: int | None = None,
                    ) -> AsyncIterator[Store]:
@@ -65,18 +74,14 @@ async def database(cfg: Config, *, auto_migrate: bool = False, pool_size: int | 
         embedded.start()
         auto_migrate = True
     try:
-        if embedded is not None:
-            await ensure_database(embedded.dsn("postgres"), "relay")
-            dsn = embedded.dsn("relay")
-        conn = await asyncpg.connect(dsn)
         try:
-            if auto_migrate:
-                await migrate.migrate(conn)
-            elif await migrate.pending(conn):
-                raise NotMigrated("the database is not migrated: run `relay migrate`")
-        finally:
-            await conn.close()
-        store = await Store.connect(dsn, max_size=pool_size or cfg.database.pool_size)
+            if embedded is not None:
+                await ensure_database(embedded.dsn("postgres"), "relay")
+                dsn = embedded.dsn("relay")
+            await migrate_database(dsn, check_only=not auto_migrate)
+            store = await Store.connect(dsn, max_size=pool_size or cfg.database.pool_size)
+        except DATABASE_ERRORS as exc:
+            raise StoreUnavailable(f"database: {exc}") from exc
         try:
             yield store
         finally:

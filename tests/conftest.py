@@ -31,6 +31,22 @@ KEY_SECRET = b"test-key-secret"
 TEMPLATE = "relay_template"
 
 
+async def eventually(condition: Callable[[], Awaitable[bool]] | Callable[[], bool], *,
+                     timeout: float = 10.0, interval: float = 0.02, what: str = "") -> None:
+    """Wait until condition() is true (it may be sync or async), or fail the test after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if loop.time() >= deadline:
+            pytest.fail(f"condition not met within {timeout} s: {what or getattr(condition, '__name__', condition)}")
+        await asyncio.sleep(interval)
+
+
 @dataclass(frozen=True)
 class PgServer:
     """How to reach the test PostgreSQL: admin DSN and a DSN factory per database."""

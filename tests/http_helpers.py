@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from relay.http_api import HttpServer, build_app
+from relay.channels.http import HttpServer, build_app
 from tests.conftest import LiveRelay, Tenant
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import asyncpg
 import pytest
 
+from relay.errors import StoreUnavailable
 from relay.store.batch import Batcher
 
 
@@ -135,7 +136,8 @@ async def test_one_bad_finalize_does_not_fail_the_others_in_its_batch(relay) -> 
              for i, mid in enumerate(ids)]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert results[0] is True and results[1] is True and results[3] is True
-    assert isinstance(results[2], asyncpg.CheckViolationError)
+    assert isinstance(results[2], StoreUnavailable)  # the store's own error, the driver's as cause
+    assert isinstance(results[2].__cause__, asyncpg.CheckViolationError)
     statuses = [await relay.store.pool.fetchval("SELECT status FROM messages WHERE id = $1", m) for m in ids]
     assert statuses == ["sent", "sent", "sending", "sent"]
     assert await relay.balance(t) == 6
@@ -208,7 +210,8 @@ async def test_a_failed_admit_batch_is_rolled_back_and_each_rerun_debits_once(re
     calls = [relay.store.admit(uuid.uuid4(), "bogus" if i == 2 else "api", t.key_id, t.account_id,
                                t.sender, 1, 100, 1, 1000) for i in range(5)]
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert isinstance(results[2], asyncpg.CheckViolationError)
+    assert isinstance(results[2], StoreUnavailable)  # the store's own error, the driver's as cause
+    assert isinstance(results[2].__cause__, asyncpg.CheckViolationError)
     assert [r.status for i, r in enumerate(results) if i != 2] == ["sending"] * 4
     assert relay.store.admitter.round_trips - before > 5  # a batch failed, then each ran alone
     assert await relay.balance(t) == 6  # four debits, and the ledger holds exactly four
@@ -225,7 +228,7 @@ async def test_a_failed_rate_limit_batch_is_rolled_back_and_each_rerun_counts_on
     before = relay.store.opener.round_trips
     calls = [relay.store.open_call("bad\x00id" if i == 1 else t.key_id, 1000) for i in range(4)]
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert isinstance(results[1], asyncpg.PostgresError)
+    assert isinstance(results[1], StoreUnavailable) and isinstance(results[1].__cause__, asyncpg.PostgresError)
     assert all(r.retry_after == 0 and r.enabled for i, r in enumerate(results) if i != 1)
     assert relay.store.opener.round_trips - before > 4
     counted = await relay.store.pool.fetchval(

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.http_api import HTTP_REPLIES, HttpServer, body_limit, build_app, http_reply
+from relay.channels.http import HTTP_REPLIES, HttpServer, body_limit, build_app, http_reply
 from relay.outcomes import Outcome, Result
 from tests.conftest import assert_untouched, database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.http_helpers import Api, assert_failure, body_for, raw_http, serve_api

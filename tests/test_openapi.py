@@ -26,7 +26,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from relay.http_api import HTTP_REPLIES, body_limit
+from relay.channels.http import HTTP_REPLIES, body_limit
 from relay.openapi import DOCUMENT
 from tests.conftest import LiveRelay, Tenant, database_unreachable, lose_the_debit_race, relay_config, start_relay
 from tests.http_helpers import body_for, raw_http
@@ -273,7 +273,7 @@ async def test_the_document_is_served_and_lists_exactly_the_routes(relay: LiveRe
     def shape(path: str) -> str:
         return re.sub(r"\{[^}]+\}", "{}", path)
 
-    served = {(shape(route.path), method.lower()) for route in relay.server.http.app.routes
+    served = {(shape(route.path), method.lower()) for route in relay.server.channel("http").server.app.routes
               for method in route.methods - {"HEAD"}}  # Starlette answers HEAD on every GET route
     documented = {(shape(path), method) for path, item in DOCUMENT["paths"].items() for method in item}
     assert served == documented

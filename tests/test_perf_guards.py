@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
-from relay.smtp_server import RelaySMTP
+from relay.channels.smtp import RelaySMTP
 from tests.smtp_helpers import Raw, message, send
 
 
 async def test_cached_dir_keeps_aiosmtpd_method_tables_complete(relay) -> None:
-    conn = RelaySMTP(relay.server.channel, loop=asyncio.get_running_loop())
+    conn = RelaySMTP(relay.server.channel("smtp").handler, loop=asyncio.get_running_loop())
     smtp_verbs = {n[5:] for n in object.__dir__(conn) if n.startswith("smtp_")}
     assert set(conn._smtp_methods) == smtp_verbs
     assert {"AUTH", "MAIL", "RCPT", "DATA", "STARTTLS", "EHLO", "QUIT"} <= smtp_verbs
     assert set(conn._auth_methods) == {"PLAIN", "LOGIN"}
-    hooks = {n[7:] for n in object.__dir__(relay.server.channel) if n.startswith("handle_")}
+    hooks = {n[7:] for n in object.__dir__(relay.server.channel("smtp").handler) if n.startswith("handle_")}
     assert set(conn._handle_hooks) == hooks == {"EHLO", "MAIL", "RCPT", "PROXY"}
     assert conn._ehlo_hook_ver == "new"  # the stored signature still has the 5-argument form
 
 
 async def test_cached_address_parsing_matches_aiosmtpd(relay) -> None:
-    conn = RelaySMTP(relay.server.channel, loop=asyncio.get_running_loop())
+    conn = RelaySMTP(relay.server.channel("smtp").handler, loop=asyncio.get_running_loop())
     from aiosmtpd.smtp import SMTP
     for arg in ("<a@b.test>", "<a@b.test> SIZE=10", "a@b.test", "<>", "<bad", "", "<\"q u\"@b.test>"):
         assert conn._getaddr(arg) == SMTP._getaddr(conn, arg), arg
@@ -54,7 +54,7 @@ async def test_rate_window_slides_by_the_second(relay) -> None:
 
 
 async def test_only_the_rate_limit_call_commits_asynchronously(relay) -> None:
-    from relay.store.store import OPEN_CALL_SQL
+    from relay.store.send import OPEN_CALL_SQL
 
     t = await relay.tenant(credits=100)
     async with relay.store.pool.acquire() as conn:

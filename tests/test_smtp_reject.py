@@ -307,8 +307,8 @@ async def test_database_unreachable_is_451_and_nothing_charged(relay, pg) -> Non
 
 
 def test_every_outcome_has_an_smtp_reply() -> None:
+    from relay.channels.smtp import SMTP_REPLIES, smtp_reply
     from relay.outcomes import Outcome, Result
-    from relay.smtp_server import SMTP_REPLIES, smtp_reply
 
     expected = {
         "SENT": 250, "QUEUED": 250, "RATE_LIMITED": 421, "INSUFFICIENT_CREDITS": 451,
@@ -419,10 +419,10 @@ async def test_client_hanging_up_mid_data_sends_and_charges_nothing(relay) -> No
     await raw.writer.drain()
     raw.writer.transport.abort()
     for _ in range(250):  # until the relay has seen the connection go
-        if not relay.server.channel.connections:
+        if not relay.server.channel("smtp").handler.connections:
             break
         await asyncio.sleep(0.02)
-    assert not relay.server.channel.connections and not relay.server.pipeline.in_flight
+    assert not relay.server.channel("smtp").handler.connections and not relay.server.pipeline.in_flight
     assert relay.peer.messages == []
     assert await relay.balance(t) == 5
     assert await relay.store.pool.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", t.account_id) == 0

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.smtp_server import RelaySMTP
+from relay.channels.smtp import RelaySMTP
 from tests.smtp_helpers import Raw, login, message, send
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from relay import keys
 from relay.addresses import is_valid_address, is_valid_sender_pattern, matching_rule, normalize
-from relay.smtp_server import AuthThrottle
-from relay.store.store import SenderRule
+from relay.channels.smtp import AuthThrottle
+from relay.domain import SenderRule
 
 
 def test_key_round_trip_and_digest() -> None:

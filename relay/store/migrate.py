@@ -1,4 +1,5 @@
-"""Numbered, forward-only SQL migrations, recorded in schema_migrations, applied under an advisory lock."""
+"""Numbered, forward-only SQL migrations, recorded in schema_migrations, applied under an advisory lock;
+then the current SQL functions (relay/store/functions/), which the migrations do not repeat."""
 
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ def available() -> list[Migration]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Function:
+    """One SQL function's current definition (relay/store/functions/<name>.sql)."""
+
+    name: str
+    sql: str
+
+
+def functions() -> list[Function]:
+    """The SQL functions as this version defines them; applied after the numbered migrations, so a
+    function is written once, here, and never again in a migration."""
+    found = [Function(entry.name.removesuffix(".sql"), entry.read_text())
+             for entry in resources.files("relay.store").joinpath("functions").iterdir()
+             if entry.name.endswith(".sql")]
+    return sorted(found, key=lambda f: f.name)
+
+
+def _has_statements(sql: str) -> bool:
+    """Anything but comments and blank lines (PostgreSQL answers an empty query with no status)."""
+    return any(line.strip() and not line.strip().startswith("--") for line in sql.splitlines())
+
+
 async def applied(conn: asyncpg.Connection) -> set[int]:
     """Versions already recorded in the database (empty when it was never migrated)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
@@ -65,12 +88,16 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             if migration.version in done:
                 continue
             async with conn.transaction():
-                await conn.execute(migration.sql)
+                if _has_statements(migration.sql):  # a function-only change keeps its number, and no SQL
+                    await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                     migration.version, migration.name,
                 )
             ran.append(migration)
+        async with conn.transaction():
+            for function in functions():
+                await conn.execute(function.sql)
         return ran
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

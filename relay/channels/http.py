@@ -26,6 +26,7 @@ import functools
 import http
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import uuid
@@ -43,10 +44,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from relay import compose, hygiene, metrics, openapi
+from relay.channels.base import Endpoint, ServerContext
+from relay.config import parse_listen
+from relay.domain import Principal
+from relay.errors import ListenError
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
-from relay.smtp_server import make_tls_context
-from relay.store.store import Principal
+from relay.tls import listener_context, make_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +184,14 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _Api:
-    """The route handlers over one pipeline."""
+class Api:
+    """The route handlers over one pipeline; feature routes (FEATURE_ROUTES) get it too."""
 
-    def __init__(self, pipeline: Pipeline, hostname: str, max_message_bytes: int) -> None:
+    def __init__(self, pipeline: Pipeline, hostname: str, max_message_bytes: int,
+                 context: ServerContext | None = None) -> None:
         self.pipeline = pipeline
+        self.store = pipeline.store
+        self.context = context
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
         self.max_body = body_limit(max_message_bytes)
@@ -196,6 +203,12 @@ class _Api:
     def _counted(result: Result) -> Result:
         """Count a rejection the pipeline did not see (it counts what it decides itself)."""
         return metrics.counted(CHANNEL, result)
+
+    async def principal(self, request: Request) -> Principal | Response:
+        """The account behind the request's bearer key, or the error response to send (for feature
+        routes: the same key check, wording and statuses as /v1/send)."""
+        result = await self._principal(request, submission=False)
+        return self.reply(result) if isinstance(result, Result) else result
 
     async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
         result = await self.pipeline.authenticate(_bearer(request))
@@ -336,9 +349,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return failure(status.value, status.phrase, status.name, dict(exc.headers or {}))
 
 
-def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int) -> Starlette:
-    """The ASGI application of the HTTPS API."""
-    api = _Api(pipeline, hostname, max_message_bytes)
+# Features that add API routes: each a function (api) -> routes, listed here once.
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = ()
+
+
+def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
+              context: ServerContext | None = None) -> Starlette:
+    """The ASGI application of the HTTPS API (context: the server's parts, for feature routes)."""
+    api = Api(pipeline, hostname, max_message_bytes, context)
     routes = [
         Route("/v1/send", _guarded(api.send), methods=["POST"]),
         Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET"]),
@@ -347,6 +365,9 @@ def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int) -> S
         Route("/metrics", _guarded(api.metrics), methods=["GET"]),
         Route("/v1/openapi.json", _guarded(api.openapi), methods=["GET"]),
     ]
+    for feature in FEATURE_ROUTES:
+        routes.extend(Route(r.path, _guarded(r.endpoint), methods=list(r.methods or ()), name=r.name)
+                      for r in feature(api))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
 
@@ -423,3 +444,48 @@ class HttpServer:
         for connection in list(server.server_state.connections):
             with contextlib.suppress(Exception):
                 connection.transport.close()  # type: ignore[union-attr]
+
+
+class HttpChannel:
+    """The HTTPS API as a channel: uvicorn on the server's loop, on http.listen."""
+
+    name = "http"
+
+    def __init__(self, ctx: ServerContext) -> None:
+        cfg = ctx.cfg
+        self.cfg = cfg.http
+        self.server = HttpServer(
+            build_app(ctx.pipeline, hostname=cfg.smtp.hostname, max_message_bytes=cfg.limits.max_message_bytes,
+                      context=ctx),
+            shutdown_grace=cfg.server.shutdown_grace_seconds,
+        )
+        self._endpoints: list[Endpoint] = []
+
+    @property
+    def listening(self) -> list[Endpoint]:
+        """The bound listener."""
+        return list(self._endpoints)
+
+    async def start(self) -> None:
+        """Bind http.listen and serve (HTTPS when a certificate is configured)."""
+        http_cfg = self.cfg
+        host, port = parse_listen("http.listen", http_cfg.listen)
+        if http_cfg.tls_cert:
+            listener_context("http", http_cfg.tls_cert, http_cfg.tls_key)  # uvicorn's error would say "listen"
+        try:
+            await self.server.start(host, port, certfile=http_cfg.tls_cert or None,
+                                    keyfile=http_cfg.tls_key or None)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(f"http.listen: cannot listen on {http_cfg.listen}: {reason}") from None
+        self._endpoints = [Endpoint("http", host, self.server.port)]
+        log.info("HTTP%s listening on %s:%s", "S" if http_cfg.tls_cert else "", host, self.server.port)
+
+    async def stop(self, grace: float) -> None:
+        """Requests in flight may finish within grace."""
+        await self.server.stop(grace)
+
+
+def channels(ctx: ServerContext) -> list[HttpChannel]:
+    """The registry's factory: the API is always on."""
+    return [HttpChannel(ctx)]

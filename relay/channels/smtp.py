@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import email.utils
 import functools
 import hashlib
 import inspect
 import logging
+import os
 import ssl
 import time
 import uuid
@@ -23,9 +25,13 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import hygiene, metrics
+from relay.channels.base import Endpoint, ServerContext
+from relay.config import parse_listen
+from relay.domain import Principal
+from relay.errors import ListenError
 from relay.outcomes import Outcome, Result
 from relay.pipeline import Message, Pipeline, Transaction
-from relay.store.store import Principal
+from relay.tls import listener_context
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +149,7 @@ def _parse_path(arg: str) -> tuple[str | None, str | None]:
     return address.addr_spec, rest
 
 
-class Channel:
+class SmtpHandler:
     """What every SMTP connection shares: the pipeline, limits, the throttle, the open connections."""
 
     __dir__ = _cached_dir(("handle_",))
@@ -202,7 +208,7 @@ class Channel:
 
 # aiosmtpd inspects the EHLO hook's signature on every connection (to tell its 4- and 5-argument
 # forms apart): a stored __signature__ is returned without rebuilding it (~15 µs a connection)
-Channel.handle_EHLO.__signature__ = inspect.signature(Channel.handle_EHLO)  # type: ignore[attr-defined]
+SmtpHandler.handle_EHLO.__signature__ = inspect.signature(SmtpHandler.handle_EHLO)  # type: ignore[attr-defined]
 
 
 class RelaySMTP(SMTP):
@@ -210,7 +216,7 @@ class RelaySMTP(SMTP):
 
     __dir__ = _cached_dir(("auth_", "smtp_"))
 
-    def __init__(self, channel: Channel, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
                          data_size_limit=channel.max_message_bytes, **kwargs)
         self.channel = channel
@@ -496,9 +502,84 @@ class RelaySMTP(SMTP):
         )
 
 
-def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server TLS context from PEM files (TLS 1.2+)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
+def _reason(exc: OSError) -> str:
+    """The plain system reason ('Address already in use'), whatever loop raised it."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+class SmtpChannel:
+    """The submission listeners (STARTTLS port, and the implicit-TLS port when configured): one
+    handler, one AUTH throttle and one set of connections between them."""
+
+    name = "smtp"
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.cfg = ctx.cfg.smtp
+        self.handler = SmtpHandler(
+            ctx.pipeline, hostname=self.cfg.hostname, max_message_bytes=ctx.cfg.limits.max_message_bytes,
+            throttle=AuthThrottle(self.cfg.auth_failures_before_delay, self.cfg.auth_failures_before_refusal),
+        )
+        self._servers: list[asyncio.Server] = []
+        self._endpoints: list[Endpoint] = []
+
+    @property
+    def listening(self) -> list[Endpoint]:
+        """The bound listeners."""
+        return list(self._endpoints)
+
+    def _factory(self, *, tls: ssl.SSLContext | None, implicit: bool) -> RelaySMTP:
+        smtp = self.cfg
+        return RelaySMTP(
+            self.handler, implicit_tls=implicit, tls_context=tls,
+            auth_require_tls=not (smtp.allow_plaintext_auth or implicit),
+            timeout=smtp.idle_timeout_seconds, command_call_limit=smtp.max_commands,
+            proxy_protocol_timeout=5.0 if smtp.proxy_protocol else None,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def _listen(self, name: str, key: str, address: str, *, starttls: bool, implicit: bool) -> None:
+        host, port = parse_listen(key, address)
+        loop = asyncio.get_running_loop()
+        context = listener_context("smtp", self.cfg.tls_cert, self.cfg.tls_key) if starttls or implicit else None
+        try:
+            server = await loop.create_server(
+                lambda: self._factory(tls=context if starttls else None, implicit=implicit), host, port,
+                ssl=context if implicit else None, reuse_address=True, start_serving=True,
+            )
+        except OSError as exc:
+            raise ListenError(f"{key}: cannot listen on {address}: {_reason(exc)}") from None
+        bound = server.sockets[0].getsockname()
+        self._servers.append(server)
+        self._endpoints.append(Endpoint(name, host, int(bound[1])))
+        log.info("SMTP %s listening on %s:%s", name, host, bound[1])
+
+    async def start(self) -> None:
+        """Bind the STARTTLS listener, and the implicit-TLS one when configured."""
+        await self._listen("smtp", "smtp.listen", self.cfg.listen, starttls=bool(self.cfg.tls_cert),
+                           implicit=False)
+        if self.cfg.implicit_tls_listen:
+            await self._listen("smtps", "smtp.implicit_tls_listen", self.cfg.implicit_tls_listen,
+                               starttls=False, implicit=True)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; idle clients get 421 at once, a DATA in progress may finish within grace."""
+        for server in self._servers:
+            server.close()
+        self.handler.draining = True
+        deadline = time.monotonic() + grace
+        while self.handler.connections and time.monotonic() < deadline:
+            for conn in list(self.handler.connections):
+                if not conn.in_data:
+                    conn.say_goodbye()
+            await asyncio.sleep(0.05)
+        for conn in list(self.handler.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
+
+
+def channels(ctx: ServerContext) -> list[SmtpChannel]:
+    """The registry's factory: the submission listeners are always on."""
+    return [SmtpChannel(ctx)]

@@ -1,0 +1,1 @@
+"""The ways mail and requests come in: each a Channel, assembled by relay/channels/registry.py."""

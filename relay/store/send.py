@@ -1,0 +1,208 @@
+"""The send path's queries: the key's principal, the rate-limit call, admit, and finalize, batched."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from relay.domain import Admission, OpenResult, Principal, SenderRule
+from relay.store.base import StoreBase, in_lock_order, item_error, translated, unsorted
+from relay.store.batch import Batcher
+
+# The rate-limit call commits asynchronously: its row lock is released at commit without waiting
+# for the WAL flush, so concurrent calls of one key no longer queue behind each other's fsync
+# (measured: +15-40% messages/s on the hot path). It only writes the key's rate window and
+# last_used_at; a *database* crash may forget up to wal_writer_delay x 3 of those counts, which
+# errs on the side of allowing calls. A relay crash loses nothing. Money, the message log and
+# idempotency keys stay on synchronous commits (relay_admit, relay_finalize).
+OPEN_CALL_SQL = (
+    "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, relay_open($1, $2) AS o"
+)
+
+FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6)"
+
+# Batches: the function once per array element, in the arrays' order, in one statement's
+# transaction (each call sees the rows the calls before it wrote: the balance, the rate window).
+OPEN_MANY_SQL = (
+    "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, "
+    "unnest($1::text[], $2::integer[]) WITH ORDINALITY AS u(key_id, lim, n) "
+    "CROSS JOIN LATERAL relay_open(u.key_id, u.lim) AS o ORDER BY u.n"
+)
+ADMIT_MANY_SQL = (
+    "SELECT a.status, a.original_id, a.original_reply "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::integer[], "
+    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[]) "
+    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, cost, cap, idem, fp, n) "
+    "CROSS JOIN LATERAL relay_admit(u.id, u.channel, u.key_id, u.account_id, u.sender, u.recipients, u.size, "
+    "                               u.cost, u.cap, u.idem, u.fp) AS a ORDER BY u.n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """The arguments of one relay_finalize call (account_id only orders a batch)."""
+
+    message_id: uuid.UUID
+    status: str
+    refund: int
+    reply: str | None
+    failure_code: int | None
+    retryable: bool
+    account_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Admit:
+    """The arguments of one relay_admit call."""
+
+    message_id: uuid.UUID
+    channel: str
+    key_id: str
+    account_id: int
+    sender: str
+    recipients: int
+    size: int
+    cost: int
+    cap: int
+    idempotency_key: str | None
+    fingerprint: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """The arguments of one relay_open call."""
+
+    key_id: str
+    default_limit: int
+
+
+def _open_result(record: asyncpg.Record) -> OpenResult:
+    return OpenResult(float(record["retry_after"]), bool(record["enabled"]), int(record["credits"]))
+
+
+def _admission(record: asyncpg.Record) -> Admission:
+    return Admission.from_sql(record["status"], record["original_id"], record["original_reply"])
+
+
+@translated
+class SendStore(StoreBase):
+    """Concurrent sends share statements and commits: one round trip for each step's lot."""
+
+    def _init_send(self) -> None:
+        self.opener: Batcher[_Open, OpenResult] = Batcher(self._open_one, self._open_many,
+                                                          item_error=item_error)
+        self.admitter: Batcher[_Admit, Admission] = Batcher(self._admit_one, self._admit_many,
+                                                            item_error=item_error)
+        self.finalizer: Batcher[_Final, bool] = Batcher(self._finalize_one, self._finalize_many,
+                                                        item_error=item_error)
+
+    async def load_principal(self, key_id: str) -> Principal | None:
+        """A key with its account's senders, in one round trip; None when unknown."""
+        record = await self.pool.fetchrow(
+            "SELECT k.id, k.digest, k.enabled, k.account_id, "
+            " coalesce((SELECT json_agg(json_build_array(s.pattern, s.daily_cap))::text "
+            "           FROM senders s WHERE s.account_id = k.account_id), '[]') AS senders "
+            "FROM api_keys k WHERE k.id = $1", key_id,
+        )
+        if record is None:
+            return None
+        senders = tuple(SenderRule(p, c) for p, c in json.loads(record["senders"]))
+        return Principal(record["id"], bytes(record["digest"]), record["enabled"], record["account_id"], senders)
+
+    async def open_call(self, key_id: str, default_limit: int) -> OpenResult:
+        """Count a call against the key's rolling minute and read the balance (one round trip;
+        calls made while another is in flight share the next one, store/batch.py)."""
+        return await self.opener(_Open(key_id, default_limit))
+
+    async def _open_one(self, o: _Open) -> OpenResult:
+        record = await self.pool.fetchrow(OPEN_CALL_SQL, o.key_id, o.default_limit)
+        assert record is not None
+        return _open_result(record)
+
+    async def _open_many(self, batch: Sequence[_Open]) -> list[OpenResult]:
+        ordered, order = in_lock_order(batch, lambda o: o.key_id)
+        records = await self.pool.fetch(OPEN_MANY_SQL, [o.key_id for o in ordered],
+                                        [o.default_limit for o in ordered])
+        return unsorted([_open_result(r) for r in records], order)
+
+    async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
+                    sender: str, recipients: int, size: int, cost: int, cap: int,
+                    idempotency_key: str | None = None, fingerprint: bytes | None = None) -> Admission:
+        """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip (batched
+        with concurrent admits into one statement and one commit, store/batch.py)."""
+        return await self.admitter(_Admit(message_id, channel, key_id, account_id, sender, recipients,
+                                          size, cost, cap, idempotency_key, fingerprint))
+
+    async def _admit_one(self, a: _Admit) -> Admission:
+        record = await self.pool.fetchrow(
+            "SELECT * FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            a.message_id, a.channel, a.key_id, a.account_id, a.sender, a.recipients, a.size, a.cost,
+            a.cap, a.idempotency_key, a.fingerprint,
+        )
+        assert record is not None
+        return _admission(record)
+
+    async def _admit_many(self, batch: Sequence[_Admit]) -> list[Admission]:
+        # relay_admit locks the idempotency key's row, then the account, then the sender's count
+        ordered, order = in_lock_order(batch, lambda a: (a.account_id, a.idempotency_key or "", a.sender))
+        columns: list[list[Any]] = [
+            [a.message_id for a in ordered], [a.channel for a in ordered], [a.key_id for a in ordered],
+            [a.account_id for a in ordered], [a.sender for a in ordered], [a.recipients for a in ordered],
+            [a.size for a in ordered], [a.cost for a in ordered], [a.cap for a in ordered],
+            [a.idempotency_key for a in ordered], [a.fingerprint for a in ordered],
+        ]
+        records = await self.pool.fetch(ADMIT_MANY_SQL, *columns)
+        return unsorted([_admission(r) for r in records], order)
+
+    async def store_queued_body(self, message_id: uuid.UUID, mail_from: str,
+                                recipients: Sequence[str], data: bytes | bytearray) -> None:
+        """Keep a queued message's envelope and data until it is delivered."""
+        await self.pool.execute(
+            "INSERT INTO queued_bodies (message_id, mail_from, recipients, data) "
+            "VALUES ($1, $2, $3, $4)", message_id, mail_from, list(recipients), data,
+        )
+
+    async def finalize(self, message_id: uuid.UUID, status: str, refund: int,
+                       upstream_reply: str | None, failure_code: int | None, *, retryable: bool = False,
+                       account_id: int = 0) -> bool:
+        """Record the fate of a message and refund (at most once); False if it was already final.
+
+        retryable: the failure was transient, so the message's idempotency key is released.
+        Calls made while another is in flight are batched into one transaction (store/batch.py);
+        account_id, the message's account, orders a batch as the admits are ordered.
+        """
+        return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable,
+                                           account_id))
+
+    async def _finalize_one(self, f: _Final) -> bool:
+        return bool(await self.pool.fetchval(FINALIZE_SQL, f.message_id, f.status, f.refund, f.reply,
+                                             f.failure_code, f.retryable))
+
+    async def _finalize_many(self, batch: Sequence[_Final]) -> list[bool]:
+        # relay_finalize once per row, in lock order, in one statement's transaction
+        batch, order = in_lock_order(batch, lambda f: f.account_id)
+        results = await self.pool.fetchval(
+            "SELECT array_agg(relay_finalize(u.id, u.status, u.refund, u.reply, u.code, u.retryable)"
+            "                 ORDER BY u.n) "
+            "FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::boolean[])"
+            "     WITH ORDINALITY AS u(id, status, refund, reply, code, retryable, n)",
+            [f.message_id for f in batch], [f.status for f in batch], [f.refund for f in batch],
+            [f.reply for f in batch], [f.failure_code for f in batch], [f.retryable for f in batch],
+        )
+        return unsorted([bool(r) for r in results], order)
+
+    async def stranded(self, older_than_seconds: float) -> list[dict[str, Any]]:
+        """Rows a crash left between admit and finalize: 'sending' too long, or queued without a body."""
+        records = await self.pool.fetch(
+            "SELECT m.id, m.status, m.credits_charged, m.account_id FROM messages m "
+            "WHERE m.updated_at < clock_timestamp() - make_interval(secs => $1) AND ("
+            " m.status = 'sending' OR (m.status = 'queued' AND NOT EXISTS "
+            "  (SELECT 1 FROM queued_bodies b WHERE b.message_id = m.id)))",
+            older_than_seconds,
+        )
+        return [dict(r.items()) for r in records]
