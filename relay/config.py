@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.errors import RelayError
+from relay.inbound.config import InboundConfig
 
 
 class ConfigError(RelayError):
@@ -121,6 +122,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -239,6 +241,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    if problem := cfg.inbound.problem():
+        raise ConfigError(problem)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

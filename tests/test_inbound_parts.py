@@ -60,9 +60,9 @@ def test_bad_matches(text: str, problem: str) -> None:
 
 def test_first_match_by_priority_then_age() -> None:
     from datetime import UTC, datetime
-    wide = Route("r1", "a1", "*@inbound.test", "http://a/", priority=10, created=datetime(2026, 1, 1, tzinfo=UTC))
-    narrow = Route("r2", "a1", "vip@inbound.test", "http://b/", priority=1, created=datetime(2026, 2, 1, tzinfo=UTC))
-    older = Route("r3", "a1", "/.*@inbound\\.test/", "http://c/", priority=10, created=datetime(2025, 1, 1, tzinfo=UTC))
+    wide = Route("r1", 1, "*@inbound.test", "http://a/", priority=10, created=datetime(2026, 1, 1, tzinfo=UTC))
+    narrow = Route("r2", 1, "vip@inbound.test", "http://b/", priority=1, created=datetime(2026, 2, 1, tzinfo=UTC))
+    older = Route("r3", 1, "/.*@inbound\\.test/", "http://c/", priority=10, created=datetime(2025, 1, 1, tzinfo=UTC))
     routes = ordered([wide, narrow, older])
     assert [r.id for r in routes] == ["r2", "r3", "r1"]
     assert first_match(routes, "vip@inbound.test") is narrow

@@ -37,7 +37,7 @@ def webhook_id(route: Route, digest: bytes) -> str:
 
 
 async def deliver(client: HttpClient, data: bytes, envelope: payload.Envelope,
-                  groups: Sequence[tuple[Route, tuple[str, ...]]], secrets: Mapping[str, Sequence[str]],
+                  groups: Sequence[tuple[Route, tuple[str, ...]]], secrets: Mapping[int, Sequence[str]],
                   *, timeout: float) -> list[Delivery]:
     """POST data to each group's route (its recipients in the envelope); all within timeout seconds."""
     digest = hashlib.sha256(data).digest()

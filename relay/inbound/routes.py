@@ -89,7 +89,7 @@ class Route:
     """One account's rule: recipients matching `match` are POSTed to `url` in `format`."""
 
     id: str
-    account_id: str
+    account_id: int
     match: str
     url: str
     format: Format = Format.JSON

@@ -15,6 +15,7 @@ from relay.store.admin import AdminStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
+from relay.store.routes import RouteStore
 from relay.store.send import SendStore
 
 
@@ -22,7 +23,7 @@ async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, RouteStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
