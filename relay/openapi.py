@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.inbound import openapi as inbound_openapi
+
 
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
@@ -272,3 +274,7 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+# features' fragments
+DOCUMENT["paths"].update(inbound_openapi.PATHS)
+DOCUMENT["components"]["schemas"].update(inbound_openapi.SCHEMAS)

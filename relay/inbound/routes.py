@@ -10,6 +10,8 @@ from enum import StrEnum
 
 import regex
 
+from relay.errors import RelayError
+
 log = logging.getLogger(__name__)
 
 MAX_MATCH = 500
@@ -17,7 +19,7 @@ MAX_MATCH = 500
 _REGEX_TIMEOUT = 0.05
 
 
-class BadMatch(ValueError):
+class BadMatch(RelayError, ValueError):
     """A route match that is none of the three forms, or a regular expression that does not compile."""
 
 

@@ -16,12 +16,14 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from relay.errors import RelayError
+
 PREFIX = "whsec_"
 # 24 to 64 random bytes is what the scheme recommends; 32 is an HMAC-SHA256 block-half, like Svix.
 _SECRET_BYTES = 32
 
 
-class BadSecret(ValueError):
+class BadSecret(RelayError, ValueError):
     """A signing secret that is not `whsec_` followed by base64 of at least 24 bytes."""
 
 
