@@ -141,10 +141,12 @@ class InboundHandler(SmtpHandler):
         envelope, session = server.envelope, server.session
         assert envelope is not None and session is not None
         targets: dict[str, Route | Claimant] = envelope.targets  # type: ignore[attr-defined]
-        groups: dict[int, tuple[Route | Claimant, list[str]]] = {}
+        groups: dict[object, tuple[Route | Claimant, list[str]]] = {}
         for recipient in envelope.rcpt_tos:
             target = targets[recipient]
-            groups.setdefault(id(target), (target, []))[1].append(recipient)
+            # a route by its id: the cache may hand out a fresh copy of it for each RCPT
+            key = ("route", target.id) if isinstance(target, Route) else ("claimant", id(target))
+            groups.setdefault(key, (target, []))[1].append(recipient)
         routed = [(t, tuple(r)) for t, r in groups.values() if isinstance(t, Route)]
         claimed = [(t, tuple(r)) for t, r in groups.values() if not isinstance(t, Route)]
         tls = server.tls_active
