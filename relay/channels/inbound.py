@@ -104,7 +104,7 @@ class InboundHandler(SmtpHandler):
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: any sender (a bounce has the null one); the SIZE= check ran before."""
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd needs it non-empty)
         envelope.mail_options.extend(mail_options)
         envelope.targets = {}  # type: ignore[attr-defined]  # recipient -> Route or Claimant
         return "250 2.1.0 OK"
@@ -150,7 +150,8 @@ class InboundHandler(SmtpHandler):
         routed = [(t, tuple(r)) for t, r in groups.values() if isinstance(t, Route)]
         claimed = [(t, tuple(r)) for t, r in groups.values() if not isinstance(t, Route)]
         tls = server.tls_active
-        facts = payload.Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos), _clean_helo(session.host_name),
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from  # a bounce's null sender
+        facts = payload.Envelope(sender, tuple(envelope.rcpt_tos), _clean_helo(session.host_name),
                                  server.peer_ip, tls)
         if data is None or bare:
             oversize_text = next((t.oversize_text for t, _ in routed if t.oversize_text), None)
