@@ -15,7 +15,7 @@ from relay.inbound.payload import Envelope
 from relay.inbound.replies import Severity, Verdict
 from tests.conftest import database_unreachable
 from tests.http_target import Target, serve_target
-from tests.inbound_helpers import Inbound, message, serve_inbound
+from tests.inbound_helpers import message, serve_inbound
 from tests.test_cli import assert_one_line_error, run
 from tests.test_openapi import Conformance
 

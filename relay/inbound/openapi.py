@@ -21,7 +21,7 @@ def _failure(description: str, *codes: str, retry_after: bool = False) -> dict[s
     return response
 
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _COMMON = {
     "401": _failure("No bearer token (`KEY_MISSING`) or an unknown one (`KEY_INVALID`).", "KEY_MISSING",
                     "KEY_INVALID"),
