@@ -165,9 +165,9 @@ class InboundHandler(SmtpHandler):
             helo=session.host_name, peer_ip=server.peer_ip, hostname=self.hostname,
             protocol="ESMTPS" if tls else "ESMTP", queue_id=uuid.uuid4().hex[:16], when=datetime.now(UTC))
         data[:2] = f"Received: {received}\r\n".encode("ascii")  # over the DATA line's CRLF, in place
-        message = bytes(data)
-        del data
         verdicts: list[replies.Verdict] = []
+        for claimant, recipients in claimed:
+            verdicts.append(await claimant.receive(bytes(data), _scoped(facts, recipients)))
         if routed:
             started = time.monotonic()
             try:
@@ -178,13 +178,14 @@ class InboundHandler(SmtpHandler):
             except StoreUnavailable:
                 log.warning("inbound: signing secrets unavailable, DATA deferred", exc_info=True)
                 return TEMPORARY
-            deliveries = await deliver.deliver(self.client, message, facts, routed, secrets,
-                                               timeout=self.cfg.post_timeout_seconds)
+            batch = deliver.prepare(data, facts, routed)
+            if not batch.uses_message:
+                data.clear()  # JSON bodies only from here: the message itself is not held during the POSTs
+            deliveries = await deliver.post_all(self.client, batch, secrets, timeout=self.cfg.post_timeout_seconds)
+            del batch
             POST_SECONDS.observe(time.monotonic() - started)
             verdicts += [d.verdict for d in deliveries]
             await self._log_deliveries(facts, deliveries, size)
-        for claimant, recipients in claimed:
-            verdicts.append(await claimant.receive(message, _scoped(facts, recipients)))
         return replies.worst(verdicts).reply
 
     async def _log_deliveries(self, facts: payload.Envelope, deliveries: list[deliver.Delivery], size: int) -> None:
