@@ -226,6 +226,7 @@ def dev_config(cfg: Config, data_dir: str | None) -> Config:
                       implicit_tls_listen="", tls_cert="", tls_key="")
     cfg = cfg.replace("http", listen="127.0.0.1:8025")
     cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
+    cfg = cfg.replace("inbound", listen="127.0.0.1:2526", allow_private_targets=True, tls_cert="", tls_key="")
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -265,6 +266,7 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
             f"relay dev: data in {cfg.server.data_dir}\n"
             f"  SMTP     {host}:{port}  (AUTH PLAIN/LOGIN without TLS: loopback only)\n"
             f"  HTTP     http://{cfg.http.listen}/v1/send  (Authorization: Bearer <key>)\n"
+            f"  inbound  {cfg.inbound.listen}  (mail for `relay route add` routes, POSTed to your app)\n"
             f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
             f"  account  {name} ({credits} credits), senders @{DEV_SENDER_DOMAIN}\n"
             f"  key      {full}\n"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from relay.errors import RelayError
 from relay.events.config import BouncesConfig, EventsConfig, WebhooksConfig
+from relay.inbound.config import InboundConfig
 
 
 class ConfigError(RelayError):
@@ -125,6 +126,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -247,6 +249,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    if problem := cfg.inbound.problem():
+        raise ConfigError(problem)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

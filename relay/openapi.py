@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.events import openapi as events_openapi
+from relay.inbound import openapi as inbound_openapi
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -279,8 +280,12 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "additionalProperties": False,
             },
-            **events_openapi.SCHEMAS,
         },
     },
 }
-DOCUMENT["paths"].update(events_openapi.PATHS)  # issue 13: /v1/webhooks, /v1/suppressions
+
+# features' fragments
+DOCUMENT["paths"].update(events_openapi.PATHS)
+DOCUMENT["components"]["schemas"].update(events_openapi.SCHEMAS)
+DOCUMENT["paths"].update(inbound_openapi.PATHS)
+DOCUMENT["components"]["schemas"].update(inbound_openapi.SCHEMAS)

@@ -51,6 +51,7 @@ from relay.domain import Principal
 from relay.errors import ListenError
 from relay.events import routes as events_routes
 from relay.events.payload import public_event
+from relay.inbound import api as inbound_api
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
 from relay.tls import listener_context, make_tls_context
@@ -358,7 +359,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # Features that add API routes: each a function (api) -> routes, listed here once.
-FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (events_routes.routes,)
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (events_routes.routes, inbound_api.routes)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,

@@ -222,8 +222,9 @@ class RelaySMTP(SMTP):
 
     __dir__ = _cached_dir(("auth_", "smtp_"))
 
-    def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
-        super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
+    def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, auth_required: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=auth_required,
                          data_size_limit=channel.max_message_bytes, **kwargs)
         self.channel = channel
         self.implicit_tls = implicit_tls

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relay.commands import events
+from relay.commands import events, route
 
-MODULES: tuple[ModuleType, ...] = (events,)
+MODULES: tuple[ModuleType, ...] = (events, route)

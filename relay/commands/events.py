@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from relay.addresses import is_valid_address
+from relay.commands import route
 from relay.config import Config
 from relay.errors import UsageError
 from relay.events.payload import public_event
@@ -99,14 +100,15 @@ async def cmd_webhook_rotate(store: Store, args: argparse.Namespace) -> None:
 def register(sub: Any, leaf: Any) -> None:
     """Add the commands to the CLI."""
     leaf(sub, "events", cmd_events, "a message's events").add_argument("message_id")
-    suppression = sub.add_parser("suppression", help="manage an account's suppression list").add_subparsers(
-        dest="action", required=True)
+    parent = sub.add_parser("suppression", help="manage an account's suppression list")
+    suppression = parent.add_subparsers(dest="action", required=True, parser_class=type(parent))
     leaf(suppression, "list", cmd_suppression_list, "list suppressed addresses").add_argument("account")
     for verb, handler in (("add", cmd_suppression_add), ("remove", cmd_suppression_remove)):
         p = leaf(suppression, verb, handler, f"{verb} an address")
         p.add_argument("account")
         p.add_argument("address")
-    webhook = sub.add_parser("webhook", help="manage webhook endpoints").add_subparsers(dest="action", required=True)
+    parent = sub.add_parser("webhook", help="manage webhook endpoints")
+    webhook = parent.add_subparsers(dest="action", required=True, parser_class=type(parent))
     p = leaf(webhook, "add", cmd_webhook_add, "register an endpoint (its secret is printed once)")
     p.add_argument("account")
     p.add_argument("url")
@@ -114,3 +116,5 @@ def register(sub: Any, leaf: Any) -> None:
     leaf(webhook, "list", cmd_webhook_list, "list endpoints").add_argument("--account")
     leaf(webhook, "remove", cmd_webhook_remove, "remove an endpoint").add_argument("endpoint_id")
     leaf(webhook, "rotate-secret", cmd_webhook_rotate, "new secret for an endpoint").add_argument("endpoint_id")
+    leaf(webhook, "secret", route.cmd_webhook_secret,
+         "show the account's signing secret (inbound route POSTs)").add_argument("account")

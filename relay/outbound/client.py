@@ -138,7 +138,7 @@ class HttpClient:
                         trace: TracebackType | None) -> None:
         await self.close()
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float,
+    async def post(self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str], *, timeout: float,
                    max_redirects: int = 0) -> HttpResult:
         """POST body to url within timeout seconds in all; redirects followed up to max_redirects
         times (the same POST re-sent to each Location), a further one is TOO_MANY_REDIRECTS."""
@@ -160,7 +160,8 @@ class HttpClient:
             current = urljoin(current, location)
             hops += 1
 
-    async def _once(self, url: str, body: bytes, headers: Mapping[str, str], deadline: float) -> HttpResult:
+    async def _once(self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str],
+                    deadline: float) -> HttpResult:
         """One request, no redirect followed; every failure translated into an HttpResult."""
         try:
             _scheme, host, _port = ssrf.split_target(url)

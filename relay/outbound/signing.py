@@ -16,12 +16,15 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from relay.errors import RelayError
+
 PREFIX = "whsec_"
+Body = bytes | bytearray | memoryview
 # 24 to 64 random bytes is what the scheme recommends; 32 is an HMAC-SHA256 block-half, like Svix.
 _SECRET_BYTES = 32
 
 
-class BadSecret(ValueError):
+class BadSecret(RelayError, ValueError):
     """A signing secret that is not `whsec_` followed by base64 of at least 24 bytes."""
 
 
@@ -43,7 +46,7 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+def signature(secret: str, message_id: str, timestamp: int, body: Body) -> str:
     """One `v1,<base64>` signature of body under secret."""
     mac = hmac.new(secret_key(secret), f"{message_id}.{timestamp}.".encode(), hashlib.sha256)
     mac.update(body)
@@ -55,7 +58,7 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-def signed_headers(active_secrets: Sequence[str], message_id: str, body: bytes,
+def signed_headers(active_secrets: Sequence[str], message_id: str, body: Body,
                    timestamp: int | None = None) -> dict[str, str]:
     """The three Standard Webhooks headers for body, signed under every active secret (rotation)."""
     if not active_secrets:

@@ -13,6 +13,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from relay.errors import RelayError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Ranges Python's ipaddress does not flag in every supported version but that never reach the public
@@ -26,7 +28,7 @@ _EXTRA_REFUSED_V6 = tuple(ipaddress.IPv6Network(net) for net in (
 ))
 
 
-class TargetRefused(Exception):
+class TargetRefused(RelayError):
     """A URL that may not be contacted: bad scheme, no host, or an address that is not public."""
 
 

@@ -16,6 +16,7 @@ from relay.store.events import EventStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
+from relay.store.routes import RouteStore
 from relay.store.send import SendStore
 from relay.store.webhooks import WebhookStore
 
@@ -25,7 +26,7 @@ async def _keep(conn: asyncpg.Connection) -> None:
 
 
 class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore,
-            WebhookStore):
+            WebhookStore, RouteStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
