@@ -182,7 +182,8 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
     released = await store.release(utcnow(), args.sender)
     upstream = make_upstream(cfg)
     try:
-        tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
+        tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue, utcnow, cfg.bounces.domain,
+                                  args.secret_key).deliver_due(sender=args.sender)
     finally:
         await upstream.close()
     data = {"released": released, "sent": tally.sent, "failed": tally.failed, "retry_later": tally.retried}

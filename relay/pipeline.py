@@ -16,6 +16,7 @@ from relay.config import LimitsConfig
 from relay.domain import AdmitStatus, Principal, SenderRule
 from relay.errors import StoreUnavailable
 from relay.events.config import EventsConfig
+from relay.events.bounce_intake import envelope_sender
 from relay.events.simulator import Simulator
 from relay.outcomes import Outcome, Result, reject
 from relay.settle import settle
@@ -71,13 +72,15 @@ class Pipeline:
     """The steps of SPEC.md, in order, over a Store and an Upstream."""
 
     def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes,
-                 key_cache_seconds: float = 0.0, events: EventsConfig | None = None) -> None:
+                 key_cache_seconds: float = 0.0, events: EventsConfig | None = None,
+                 bounce_domain: str = "") -> None:
         self.store = store
         self.upstream = upstream
         self.limits = limits
         self.key_secret = key_secret
         self.key_cache_seconds = key_cache_seconds
         self.simulator = Simulator(events or EventsConfig())
+        self.bounce_domain = bounce_domain  # set: VERP envelope senders (relay/events/bounce_intake.py)
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
 
@@ -281,8 +284,12 @@ class Pipeline:
         if not relayed:  # only simulator recipients: nothing leaves, the outcome is simulated
             delivery = Delivery(Verdict.SENT, self.simulator.REPLY)
         else:
+            mail_from = txn.mail_from
+            if self.bounce_domain:  # b+<token>@<domain>: a bounce names message and recipient
+                position = message.recipients.index(relayed[0]) if len(relayed) == 1 else None
+                mail_from = envelope_sender(message_id, position, self.key_secret, self.bounce_domain)
             try:
-                delivery = await self.upstream.deliver(txn.mail_from, relayed, message.data,
+                delivery = await self.upstream.deliver(mail_from, relayed, message.data,
                                                        crlf_verified=message.crlf_verified,
                                                        dot_free=message.dot_free)
             except Exception:

@@ -13,6 +13,7 @@ import asyncpg
 
 from relay.config import LimitsConfig, QueueConfig
 from relay.errors import StoreUnavailable
+from relay.events.bounce_intake import envelope_sender
 from relay.events.simulator import Simulator
 from relay.settle import settle
 from relay.store.queue import QUEUE_CHANNEL, Claim
@@ -59,6 +60,8 @@ class QueueWorker:
     limits: LimitsConfig
     queue: QueueConfig
     clock: Callable[[], datetime] = utcnow
+    bounce_domain: str = ""  # set: VERP envelope senders, as the pipeline's
+    key_secret: bytes = b""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -88,7 +91,10 @@ class QueueWorker:
             tally.failed += 1
             return
         if item.recipients:
-            delivery = await self.upstream.deliver(item.mail_from, item.recipients, item.data)
+            mail_from = item.mail_from
+            if self.bounce_domain:
+                mail_from = envelope_sender(item.message_id, None, self.key_secret, self.bounce_domain)
+            delivery = await self.upstream.deliver(mail_from, item.recipients, item.data)
         else:  # only mailbox-simulator recipients (relay/events/simulator.py): nothing leaves
             delivery = Delivery(Verdict.SENT, Simulator.REPLY)
         if delivery.verdict is not Verdict.TRANSIENT:

@@ -41,9 +41,10 @@ class RelayServer:
     def __post_init__(self) -> None:
         self.upstream = self.upstream or make_upstream(self.cfg)
         self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
-                                 self.cfg.server.key_cache_seconds, self.cfg.events)
+                                 self.cfg.server.key_cache_seconds, self.cfg.events, self.cfg.bounces.domain)
         self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
-        self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
+        self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock,
+                                        self.cfg.bounces.domain, self.key_secret)
         self.channels = registry.build(self.context)
         self.webhook_worker = WebhookWorker(self.store, self.cfg.webhooks) if self.cfg.webhooks.worker else None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from relay.events import bounce_intake
 from relay.inbound.payload import Envelope
 from relay.inbound.replies import Verdict
 
@@ -38,7 +39,7 @@ class Claimant(Protocol):
 ClaimantFactory = Callable[["ServerContext"], "Claimant | None"]
 
 # The claimants of the inbound listener, asked in this order before any route.
-FACTORIES: tuple[ClaimantFactory, ...] = ()
+FACTORIES: tuple[ClaimantFactory, ...] = (bounce_intake.claimant,)
 
 
 def build(ctx: ServerContext, factories: Sequence[ClaimantFactory] = FACTORIES) -> list[Claimant]:
