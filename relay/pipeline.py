@@ -15,8 +15,8 @@ from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
 from relay.domain import AdmitStatus, Principal, SenderRule
 from relay.errors import StoreUnavailable
-from relay.events.config import EventsConfig
 from relay.events.bounce_intake import envelope_sender
+from relay.events.config import EventsConfig
 from relay.events.simulator import Simulator
 from relay.outcomes import Outcome, Result, reject
 from relay.settle import settle
