@@ -61,8 +61,8 @@ async def prepare(dsn: str, webhook_url: str | None) -> tuple[str, str]:
         conn = await asyncpg.connect(dsn)
         try:
             account = await conn.fetchval("SELECT max(id) FROM accounts")
-            await conn.execute("INSERT INTO webhook_endpoints (id, account_id, url, secret) VALUES ('we_bench', $1, $2, $3)",
-                               account, webhook_url, generate_secret())
+            await conn.execute("INSERT INTO webhook_endpoints (id, account_id, url, secret) "
+                               "VALUES ('we_bench', $1, $2, $3)", account, webhook_url, generate_secret())
         finally:
             await conn.close()
     return key, sender
