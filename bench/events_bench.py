@@ -146,9 +146,15 @@ def main() -> None:
                        RELAY_SERVER_DATA_DIR=str(folder / db))
             if tree is ROOT:
                 env["RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS"] = "true"
-            procs.append(subprocess.Popen([sys.executable, "-c", "from relay.cli import main; main()", "serve"],
-                                          env=env, stderr=subprocess.DEVNULL))
-            smtp_bench.wait_port(port)
+            log = folder / f"{db}.log"
+            with log.open("wb") as err:
+                procs.append(subprocess.Popen([sys.executable, "-c", "from relay.cli import main; main()", "serve"],
+                                              env=env, stderr=err, cwd=tree))
+            try:
+                smtp_bench.wait_port(port)
+            except RuntimeError:
+                print(f"{name}: {log.read_text()[-3000:]}", file=sys.stderr)
+                raise
             targets[name] = (port, out[0], out[1], db)
         results: dict[str, list[float]] = {name: [] for name in targets}
         drains: list[float] = []
