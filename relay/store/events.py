@@ -33,7 +33,8 @@ class EventStore(StoreBase):
     async def recipients(self, message_id: uuid.UUID) -> list[dict[str, Any]]:
         """A message's recipients (address, status), in the order given."""
         records = await self.pool.fetch(
-            "SELECT address, status FROM message_recipients WHERE message_id = $1 ORDER BY position", message_id)
+            "SELECT r.address, coalesce(r.status, m.status) AS status FROM message_recipients r "
+            "JOIN messages m ON m.id = r.message_id WHERE r.message_id = $1 ORDER BY r.position", message_id)
         return [row(r) for r in records]
 
     async def record_bounce(self, message_id: uuid.UUID, position: int | None, recipient: str | None,

@@ -45,7 +45,8 @@ class LogStore(StoreBase):
 
 # A log row's recipients and events, as JSON beside its columns (one round trip for any number of rows)
 _DETAILS = (
-    "coalesce((SELECT json_agg(json_build_object('address', r.address, 'status', r.status) ORDER BY r.position) "
+    "coalesce((SELECT json_agg(json_build_object('address', r.address, 'status', coalesce(r.status, m.status)) "
+    "                 ORDER BY r.position) "
     "          FROM message_recipients r WHERE r.message_id = m.id), '[]')::text AS recipients_json, "
     "coalesce((SELECT json_agg(json_build_object('id', e.id, 'type', e.type, 'timestamp', e.created_at, "
     "                                             'message_id', e.message_id, 'recipient', e.recipient, "

@@ -99,8 +99,9 @@ BEGIN
                           size_bytes, credits_charged, deliver_after, subject, created_at, updated_at)
          VALUES (p_id, p_channel, v_status, p_key_id, p_account_id, p_sender, cardinality(p_recipients),
                  p_size, v_cost, v_after, p_subject, v_now, v_now);
+    -- a recipient's status NULL follows the message's (no per-recipient write at finalize)
     INSERT INTO message_recipients (message_id, position, address, status)
-         SELECT p_id, n - 1, r, CASE WHEN r = ANY (v_supp) THEN 'suppressed' ELSE v_status END
+         SELECT p_id, n - 1, r, CASE WHEN r = ANY (v_supp) THEN 'suppressed' END
            FROM unnest(p_recipients) WITH ORDINALITY AS u(r, n);
     IF v_cost > 0 THEN
         INSERT INTO credit_ledger (account_id, delta, kind, message_id)

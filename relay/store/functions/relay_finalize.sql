@@ -45,16 +45,14 @@ BEGIN
            SET outcome = CASE p_status WHEN 'sent' THEN 'SENT' ELSE 'RELAY_FAILED' END, reply = p_reply
          WHERE message_id = p_id;
     END IF;
-    WITH changed AS (
-        UPDATE message_recipients r
-           SET status = CASE WHEN p_status = 'sent' AND NOT (r.address = ANY (coalesce(p_refused, '{}')))
-                             THEN 'sent' ELSE 'failed' END
-         WHERE r.message_id = p_id AND r.status IN ('sending', 'queued')
-        RETURNING r.address, r.status, r.position
-    )
-    SELECT array_agg(address ORDER BY position) FILTER (WHERE status = 'sent'),
-           array_agg(address ORDER BY position) FILTER (WHERE status = 'failed')
-      INTO v_sent, v_failed FROM changed;
+    -- recipients follow the message (status NULL) but for those the upstream refused
+    IF p_status = 'sent' AND cardinality(p_refused) > 0 THEN
+        UPDATE message_recipients SET status = 'failed'
+         WHERE message_id = p_id AND status IS NULL AND address = ANY (p_refused);
+    END IF;
+    SELECT array_agg(address ORDER BY position) INTO v_sent
+      FROM message_recipients WHERE message_id = p_id AND status IS NULL;
+    v_failed := CASE WHEN p_status = 'sent' THEN p_refused ELSE v_sent END;
     IF p_status = 'sent' THEN
         PERFORM relay_event(v_account, p_id, 'email.sent', NULL,
                             jsonb_build_object('recipients', to_jsonb(coalesce(v_sent, '{}')), 'reply', p_reply));

@@ -6,13 +6,14 @@ ALTER TABLE messages DROP CONSTRAINT messages_status_check;
 ALTER TABLE messages ADD CONSTRAINT messages_status_check
     CHECK (status IN ('sending', 'sent', 'queued', 'failed', 'suppressed'));
 
--- One row per recipient of a message, with its own status: sending, queued, sent, failed,
--- suppressed, simulated, bounced, complained (the last two set by bounce processing).
+-- One row per recipient of a message. Its status is NULL while it follows the message's (sending,
+-- queued, sent, failed: no per-recipient write when the message is settled), else its own:
+-- suppressed, failed (refused while others were taken), bounced, complained.
 CREATE TABLE message_recipients (
     message_id  uuid NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
     position    smallint NOT NULL,               -- the order the client gave (and the VERP index)
     address     text NOT NULL,
-    status      text NOT NULL,
+    status      text,
     PRIMARY KEY (message_id, position)
 );
 
