@@ -61,6 +61,10 @@ WITH mine AS (
                                        AND e.failing_since < clock_timestamp() - make_interval(secs => $10)
                                   THEN 'nothing but failures for too long' ELSE e.disabled_reason END
       FROM mine WHERE e.id = mine.endpoint_id
+       -- only when something changes: a success of a healthy endpoint writes nothing (no row lock
+       -- shared by every delivery of a busy endpoint)
+       AND (($3::text = 'delivered') = (e.failing_since IS NOT NULL) OR $9::text IS NOT NULL
+            OR e.failing_since < clock_timestamp() - make_interval(secs => $10))
     RETURNING e.enabled
 )
 SELECT (SELECT count(*) FROM mine) AS recorded, (SELECT bool_and(enabled) FROM endpoint) AS enabled
