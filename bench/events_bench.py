@@ -128,7 +128,8 @@ def main() -> None:
         for kind, port in (("sink", sink_port), ("receiver", receiver_port)):
             procs.append(subprocess.Popen([sys.executable, str(HERE), "--child", kind, "--port", str(port)]))
         smtp_bench.wait_port(receiver_port)
-        targets: dict[str, tuple[int, str, str, str]] = {}
+        targets: dict[str, tuple[int, str, str, str, int]] = {}
+        receiver_pid = procs[1].pid
         for name, db, tree, hook in (("before events", "before", baseline, None),
                                      ("events", "events", ROOT, None),
                                      ("events + webhook", "hooks", ROOT, f"http://127.0.0.1:{receiver_port}/hook")):
@@ -155,11 +156,12 @@ def main() -> None:
             except RuntimeError:
                 print(f"{name}: {log.read_text()[-3000:]}", file=sys.stderr)
                 raise
-            targets[name] = (port, out[0], out[1], db)
+            targets[name] = (port, out[0], out[1], db, procs[-1].pid)
         results: dict[str, list[float]] = {name: [] for name in targets}
         drains: list[float] = []
         for round_ in range(args.rounds):
-            for name, (port, key, sender, db) in targets.items():
+            for name, (port, key, sender, db, pid) in targets.items():
+                cpu_relay, cpu_receiver = smtp_bench.cpu_seconds(pid), smtp_bench.cpu_seconds(receiver_pid)
                 started = time.perf_counter()
                 sent, failed, lat = asyncio.run(smtp_bench.load(port, key, sender, args.clients, args.seconds,
                                                                 True, args.size))
@@ -176,6 +178,9 @@ def main() -> None:
                     after = time.perf_counter() - waited
                     drains.append(after)
                     line += f"  webhooks: {delivered} delivered in all, outbox empty {after:.1f} s after the run"
+                    receiver_ms = (smtp_bench.cpu_seconds(receiver_pid) - cpu_receiver) * 1000 / max(sent, 1)
+                    line += f", receiver CPU {receiver_ms:.2f} ms/msg"
+                line += f"  relay CPU {(smtp_bench.cpu_seconds(pid) - cpu_relay) * 1000 / max(sent, 1):.2f} ms/msg"
                 results[name].append(rate)
                 print(line, flush=True)
         print(f"\n{args.clients} clients (reused connections), {args.size}-byte messages, {args.seconds:g}s per run, "
