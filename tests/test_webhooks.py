@@ -285,3 +285,126 @@ def test_the_retry_schedule_is_spec_md_with_jitter() -> None:
     assert schedule.retry_after("120", now) == timedelta(seconds=120)
     assert schedule.retry_after("Thu, 01 Jan 2026 00:10:00 GMT", now) == timedelta(minutes=10)
     assert schedule.retry_after("soon", now) is None
+
+
+async def test_an_endpoint_failing_for_five_days_is_disabled(live, http, receiver) -> None:
+    t = await live.tenant(credits=10)
+    receiver.answers["/down"] = (500, {})
+    hook = await register(http, t, receiver.url("/down"))
+    await live.store.pool.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' "
+                                  "WHERE id = $1", hook["id"])
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, hook["id"]))
+    [endpoint] = await live.store.endpoints(t.account_id)
+    assert endpoint["enabled"] is False and endpoint["disabled_reason"] == "nothing but failures for too long"
+
+
+async def test_webhook_api_is_per_account(live, http, receiver) -> None:
+    a = await live.tenant(credits=10)
+    b = await live.tenant(credits=10)
+    hook = await register(http, a, receiver.url())
+    assert (await http.get("/v1/webhooks", headers=bearer(b.key))).json()["webhooks"] == []
+    assert (await http.delete(f"/v1/webhooks/{hook['id']}", headers=bearer(b.key))).status_code == 404
+    assert (await http.post(f"/v1/webhooks/{hook['id']}/rotate-secret", headers=bearer(b.key))).status_code == 404
+    bad = await http.post("/v1/webhooks", headers=bearer(a.key), json={"url": receiver.url(), "events": ["x"]})
+    assert bad.status_code == 400 and "unknown event type" in bad.json()["error"]
+    assert (await http.delete(f"/v1/webhooks/{hook['id']}", headers=bearer(a.key))).status_code == 200
+    assert (await http.get("/v1/webhooks", headers=bearer(a.key))).json()["webhooks"] == []
+
+
+async def test_webhook_commands(db_dsn, store, receiver) -> None:
+    import json
+
+    from tests.test_cli import run
+
+    account = await store.create_account("hooks", 10)
+    env = {"RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true"}
+    code, out, err = await run(db_dsn, "webhook", "add", "hooks", receiver.url(), "--events",
+                               "email.bounced,email.complained", "--json", env=env)
+    assert code == 0, err
+    added = json.loads(out)
+    assert added["secret"].startswith("whsec_") and added["events"] == ["email.bounced", "email.complained"]
+    code, out, _ = await run(db_dsn, "webhook", "list", "--account", "hooks", "--json")
+    assert [(e["id"], e["account_id"]) for e in json.loads(out)] == [(added["id"], account.id)]
+    assert "secret" not in json.loads(out)[0]
+    code, out, _ = await run(db_dsn, "webhook", "rotate-secret", added["id"], "--json")
+    assert code == 0 and json.loads(out)["secret"] not in (added["secret"], None)
+    code, _, err = await run(db_dsn, "webhook", "add", "hooks", receiver.url())  # private: refused by default
+    assert code == 1 and "refused" in err and err.count("\n") == 1
+    code, _, err = await run(db_dsn, "webhook", "add", "hooks", receiver.url(), "--events", "email.nope", env=env)
+    assert code == 1 and "unknown event type" in err
+    assert (await run(db_dsn, "webhook", "remove", added["id"]))[0] == 0
+    code, _, err = await run(db_dsn, "webhook", "remove", added["id"])
+    assert code == 1 and "no such webhook endpoint" in err
+
+
+async def test_a_delivery_survives_kill_9_of_relay_serve(db_dsn, store, receiver, tmp_dir) -> None:
+    """relay serve is killed with SIGKILL while a webhook POST hangs; the next start delivers it."""
+    import os
+    import signal
+    import socket
+    import sys
+    from pathlib import Path
+
+    from relay import keys
+    from tests.conftest import KEY_SECRET
+
+    account = await store.create_account("kill9", 10)
+    await store.add_sender(account.id, "app@example.com", None)
+    key_id, secret = keys.new_key_id(), keys.new_secret()
+    await store.create_key(key_id, account.id, keys.digest(KEY_SECRET, secret), "k", None)
+    await store.create_endpoint("we_kill", account.id, receiver.url("/hang"), None, "whsec_" + "D" * 44)
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(),
+               RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
+               RELAY_UPSTREAM_URL=f"maildir:{tmp_dir / 'maildir'}", RELAY_SERVER_DATA_DIR=str(tmp_dir),
+               RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS="true", RELAY_WEBHOOKS_LEASE_SECONDS="2",
+               RELAY_WEBHOOKS_POLL_SECONDS="0.2", RELAY_QUEUE_WORKER="false")
+    relay_bin = str(Path(sys.executable).parent / "relay")
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(relay_bin, "serve", env=env, stderr=asyncio.subprocess.DEVNULL)
+
+        async def up() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await eventually(up, timeout=20, what="relay serve listening")
+        return proc
+
+    first = await start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            r = await http.post("/v1/send", headers={"Authorization": f"Bearer {keys.format_key(key_id, secret)}"},
+                                json={"from": "app@example.com", "to": "a@dest.test", "text": "hi"})
+        assert r.status_code == 200, r.text
+        await eventually(lambda: receiver.hanging == 1, what="the webhook POST hanging")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    receiver.release.set()  # the endpoint answers from now on
+    second = await start()
+    try:
+        await eventually(lambda: len(receiver.received) == 2, timeout=20, what="the redelivery after kill -9")
+        first_try, again = receiver.received
+        assert first_try.headers["webhook-id"] == again.headers["webhook-id"]
+
+        async def delivered() -> bool:
+            return bool(await store.pool.fetchval(
+                "SELECT count(*) = 1 FROM webhook_deliveries WHERE status = 'delivered'"))
+
+        await eventually(delivered, what="the delivery recorded as delivered")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await second.wait()
