@@ -242,3 +242,28 @@ async def test_relay_events_and_logs_commands_show_events(live, http, db_dsn) ->
     assert code == 0
     code, _, err = await run(db_dsn, "suppression", "remove", str(t.account_id), "z@dest.test")
     assert code == 1 and "not on" in err
+
+
+async def test_a_queued_delivery_retried_is_delivery_delayed_then_sent(live) -> None:
+    from datetime import timedelta
+
+    from tests.test_queue import FAST, worker
+
+    t = await live.tenant(credits=10, daily_cap=0)
+    reply = await send(live.port, t.key, t.sender, ["q@dest.test"], message(t.sender))
+    mid = uuid.UUID(reply.message.removeprefix("queued: "))
+    due = (await live.store.message(mid))["deliver_after"] + timedelta(minutes=1)
+    w = worker(live.store, live.peer, lambda: due, FAST)
+    live.peer.handler.mail_reply = "451 4.7.1 Greylisted, try again later"
+    assert (await w.deliver_due()).retried == 1
+    live.peer.handler.mail_reply = None
+    due += timedelta(hours=1)
+    assert (await w.deliver_due()).sent == 1
+    await w.upstream.close()
+    events = await live.store.events(mid)
+    assert [e["type"] for e in events] == ["email.queued", "email.delivery_delayed", "email.sent"]
+    delayed = events[1]["data"]
+    assert delayed["attempt"] == 1 and delayed["reply"].startswith("451") and delayed["nextAttemptAt"]
+    row = await live.store.message_with_details(mid)
+    assert row is not None and row["recipients"] == [{"address": "q@dest.test", "status": "sent"}]
+    assert await live.balance(t) == 9
