@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.dkim import config as dkim_config
+from relay.dkim.config import DkimConfig, DnsConfig
 from relay.errors import RelayError
 from relay.events.config import BouncesConfig, EventsConfig, WebhooksConfig
 from relay.inbound.config import InboundConfig
@@ -127,6 +129,8 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -172,6 +176,11 @@ def _coerce(key: str, raw: Any, kind: Any, from_env: bool) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected a number, got {raw!r}")
+    if typing.get_origin(kind) is tuple:  # a list of strings; from the environment, comma-separated
+        items = [i.strip() for i in raw.split(",") if i.strip()] if from_env and isinstance(raw, str) else raw
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return tuple(items)
+        raise ConfigError(f"{key}: expected a list of strings, got {raw!r}")
     if isinstance(raw, str):
         return raw
     raise ConfigError(f"{key}: expected a string, got {raw!r}")
@@ -251,6 +260,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
     if problem := cfg.inbound.problem():
         raise ConfigError(problem)
+    for key, problem in dkim_config.problems(cfg.dns, cfg.dkim):
+        raise ConfigError(f"{key}: {problem}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

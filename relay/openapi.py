@@ -6,6 +6,7 @@ from typing import Any
 
 from relay.events import openapi as events_openapi
 from relay.inbound import openapi as inbound_openapi
+from relay.dkim import api as dkim_api
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -284,8 +285,12 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-# features' fragments
+
+# Features' paths and schemas, merged in once here.
 DOCUMENT["paths"].update(events_openapi.PATHS)
 DOCUMENT["components"]["schemas"].update(events_openapi.SCHEMAS)
 DOCUMENT["paths"].update(inbound_openapi.PATHS)
 DOCUMENT["components"]["schemas"].update(inbound_openapi.SCHEMAS)
+DOCUMENT["paths"].update(dkim_api.PATHS)
+DOCUMENT["components"]["schemas"].update(dkim_api.SCHEMAS)
+DOCUMENT["components"]["schemas"]["Failure"]["properties"]["code"]["enum"].extend(dkim_api.CODES)

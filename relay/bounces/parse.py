@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
+from email.policy import EmailPolicy
+from typing import Any
 
 from relay.upstream.classify import FailureCode, classify, classify_report
 
@@ -57,6 +60,23 @@ class Finding:
     relay_message_id: uuid.UUID | None = None  # our header found in the quoted original
 
 
+_HARD_BOUNCES = {FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.ADDRESS_GONE}
+
+
+def suppresses(finding: Finding) -> bool:
+    """Whether a finding puts its recipient on the suppression list (SPEC.md, "Suppression list"):
+    a complaint, or a bounce with 2001, 2002, 2004 or a permanent (5.x.x) 1xxx code."""
+    if finding.kind is Kind.COMPLAINED:
+        return True
+    code = finding.failure_code
+    if finding.kind is not Kind.BOUNCED or code is None:
+        return False
+    if code in _HARD_BOUNCES:
+        return True
+    # A plain bounce may quote no status; it reported a failure, so it is taken as permanent.
+    return 1000 <= code < 2000 and (finding.status or "5").startswith("5")
+
+
 def parse(raw: bytes) -> list[Finding]:
     """Findings for a message sent to a bounce address; never raises.
 
@@ -75,8 +95,33 @@ def _unparseable(why: str) -> Finding:
     return Finding(Kind.UNPARSEABLE, Source.UNPARSEABLE, diagnostic=why[:200])
 
 
+class _BoundedPolicy(EmailPolicy):
+    """policy.default, except that a header value is cut before it is parsed: parsing a 250 KB
+    Subject takes the email package 14 s."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        """The parsed header, from at most _MAX_HEADER characters of its value."""
+        return super().header_fetch_parse(name, value[:_MAX_HEADER])
+
+
+_POLICY = _BoundedPolicy()  # policy.default is EmailPolicy() with no options
+
+
+def _bounded(raw: bytes) -> bytes:
+    """The start of the message, enough for any report, cut before the email package's cost
+    grows without bound (policy.default spends ~1 ms per MIME part: 5,000 parts are 4 s)."""
+    raw = raw[:_MAX_INPUT]
+    at = -1
+    for _ in range(_MAX_BOUNDARIES):
+        at = raw.find(b"\n--", at + 1)
+        if at < 0:
+            return raw
+    return raw[:at + 1]
+
+
 def _parse(raw: bytes) -> list[Finding]:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    # DSN and ARF put the report first and the original last (RFC 6522), so the start suffices.
+    msg = BytesParser(policy=_POLICY).parsebytes(_bounded(raw))
     if not msg.keys():
         return [_unparseable("no header fields")]
     parts = list(_leaf_parts(msg))
@@ -103,7 +148,11 @@ def _parse(raw: bytes) -> list[Finding]:
 
 # --- reading the MIME tree with care for broken input ---
 
+_MAX_INPUT = 128 * 1024
+_MAX_HEADER = 4096  # characters of one header value that are parsed
+_MAX_BOUNDARIES = 100  # lines starting "--": MIME boundaries, or dashes in text
 _MAX_PARTS = 200
+_MAX_BLOCKS = 101  # DSN field blocks: the per-message one and 100 recipients (VERP sends one per transaction)
 _MAX_DEPTH = 20
 _MAX_TEXT = 64 * 1024
 _LEAF_TYPES = {
@@ -158,7 +207,10 @@ def _text(part: Message) -> str:
     if not isinstance(payload, bytes):
         payload = part.get_payload()
         return payload[:_MAX_TEXT] if isinstance(payload, str) else ""
-    charset = part.get_content_charset() or "utf-8"
+    try:
+        charset = part.get_content_charset() or "utf-8"
+    except Exception:  # a Content-Type too broken to read its parameters
+        charset = "utf-8"
     try:
         return payload[:_MAX_TEXT].decode(charset, errors="replace")
     except (LookupError, ValueError):
@@ -176,7 +228,7 @@ def _quoted_message(part: Message) -> Message | None:
         return None
     if not isinstance(raw, bytes):
         return None
-    return BytesHeaderParser(policy=policy.default).parsebytes(raw[:_MAX_TEXT])
+    return BytesHeaderParser(policy=_POLICY).parsebytes(raw[:_MAX_TEXT])
 
 
 _QUOTED_TYPES = _LEAF_TYPES - {
@@ -205,6 +257,8 @@ def _blocks_from_text(text: str) -> list[dict[str, str]]:
     current: dict[str, str] = {}
     last = ""
     for line in text.splitlines():
+        if len(blocks) >= _MAX_BLOCKS:
+            return blocks
         if not line.strip():
             if current:
                 blocks.append(current)
@@ -224,15 +278,25 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if not isinstance(payload, list):
         return _blocks_from_text(_text(part))
+    if _header(part, "content-transfer-encoding").lower() == "base64":
+        # The email package splits delivery-status into blocks before any decoding, so an
+        # encoded report arrives as header-less blocks of base64: join and decode them here.
+        bodies = [sub.get_payload() for sub in payload if isinstance(sub, Message)]
+        encoded = "".join(body for body in bodies if isinstance(body, str))
+        try:
+            decoded = base64.b64decode(encoded[:_MAX_TEXT * 2], validate=False)
+        except (binascii.Error, ValueError):
+            return []
+        return _blocks_from_text(decoded.decode("utf-8", errors="replace"))
     blocks: list[dict[str, str]] = []
-    for sub in payload:
+    for sub in payload[:_MAX_BLOCKS]:
         if not isinstance(sub, Message):
             continue
         blocks.append(_fields(sub))
         body = sub.get_payload()  # global-delivery-status: the recipient blocks follow as body
         if isinstance(body, str) and body.strip():
             blocks.extend(_blocks_from_text(body[:_MAX_TEXT]))
-    return [b for b in blocks if b]
+    return [b for b in blocks[:_MAX_BLOCKS] if b]
 
 
 def _typed_value(value: str) -> str | None:
@@ -370,18 +434,20 @@ _BOUNCE_BODY = re.compile(
     r"|did not reach the following recipient|delivery to the following recipients? failed"
     r"|unable to deliver your message to the following", re.I)
 _BOUNCE_HEADERS = ("x-failed-recipients", "x-ms-exchange-message-is-ndr", "x-ms-embedded-report")
-# Where the notice ends and the quoted original begins.
+# Where the notice ends and the quoted original begins; tried on short lines only (a marker line
+# is short, and a regex over a 64 KiB line of dashes would backtrack for minutes).
 _QUOTE_START = re.compile(
-    r"^\s*(?:-{2,}.*(?:original message|copy of the message|message follows|original headers"
-    r"|headers? of (?:the )?original|returned message|below this line).*"
-    r"|original message headers:.*)$", re.I | re.M)
+    r"\s*(?:-{2,}.*?(?:original message|copy of the message|message follows|original headers"
+    r"|headers? of (?:the )?original|returned message|below this line)"
+    r"|original message headers:)", re.I)
+_MARKER_LINE = 200
 _ADDRESS = r"[^\s<>@:;,()\"]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]"
 # A line naming a recipient: Postfix's and qmail's "<address>: reason..." (the reason may follow
 # on the same line), the address alone (Exim, Gmail, Exchange), or Exchange 2003's "address on DATE".
 _ADDRESS_LINE = re.compile(
     rf"^[ \t]*(?:<({_ADDRESS})>:|<?({_ADDRESS})>?:?(?:[ \t]+on[ \t].*)?[ \t]*$)", re.M)
-# An SMTP reply code (not part of a longer number, an IP address or a date).
-_REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t-])(?![\d.])")
+# An SMTP reply code (not part of a longer number, an IP address or a date); Yahoo writes "554:".
+_REPLY_CODE = re.compile(r"(?<![\d.])([245]\d\d)(?=[ \t:-])")
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 
@@ -400,9 +466,17 @@ def _notice(parts: list[_Part]) -> str:
             text = _text(part)
             if ctype == "text/html":
                 text = re.sub(r"<[^>]*>", " ", text)
-            cut = _QUOTE_START.search(text)
-            return text[:cut.start()] if cut else text
+            return _before_quote(text)
     return ""
+
+
+def _before_quote(text: str) -> str:
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if len(line) <= _MARKER_LINE and _QUOTE_START.match(line):
+            return text[:offset]
+        offset += len(line)
+    return text
 
 
 def _plain_bounce(msg: Message, notice: str) -> list[Finding]:
@@ -491,4 +565,4 @@ def _original(msg: Message, parts: list[_Part]) -> tuple[str | None, uuid.UUID |
     return message_id, relay_id
 
 
-__all__ = ["RELAY_MESSAGE_ID_HEADER", "Finding", "Kind", "Source", "parse"]
+__all__ = ["RELAY_MESSAGE_ID_HEADER", "Finding", "Kind", "Source", "parse", "suppresses"]

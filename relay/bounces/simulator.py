@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from relay.bounces.parse import Finding, Kind, Source
+from relay.bounces.parse import Finding, Kind, Source, suppresses
 from relay.upstream.classify import FailureCode
 
 DEFAULT_DOMAIN = "simulator.invalid"
@@ -26,7 +26,8 @@ class Simulated:
     """The simulated fate of one recipient.
 
     `finding` is what a real mailbox would have sent back (fed to the same code as a parsed
-    bounce); `suppress` says the address goes on the suppression list afterwards.
+    bounce); `suppress` says the address goes on the suppression list afterwards (the same rule
+    as for real findings, `parse.suppresses`).
     """
 
     outcome: Outcome
@@ -57,17 +58,18 @@ def simulate(recipient: str, domain: str = DEFAULT_DOMAIN) -> Simulated | None:
     local = address.rpartition("@")[0].split("+", 1)[0].lower()
     if local in ("delivered", "success"):
         return Simulated(Outcome.DELIVERED, address, None, suppress=False)
-    if local == "ooto":
-        return Simulated(Outcome.OOTO, address, Finding(
-            Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY, recipient=address,
-            diagnostic="simulated out-of-office reply"), suppress=False)
-    if local == "complaint":
-        return Simulated(Outcome.COMPLAINT, address, Finding(
-            Kind.COMPLAINED, Source.ARF, recipient=address, feedback_type="abuse"), suppress=True)
     if local in _SUPPRESSED_LOCAL_PARTS:
         return Simulated(Outcome.SUPPRESSED, address, None, suppress=False)
-    diagnostic = (f"smtp; 550 5.1.1 <{address}>: simulated bounce: no such user" if local == "bounce"
-                  else f"smtp; 550 5.1.1 <{address}>: not a simulator mailbox: no such user")
-    return Simulated(Outcome.BOUNCE, address, Finding(
-        Kind.BOUNCED, Source.DSN, FailureCode.NO_SUCH_USER, recipient=address, status="5.1.1",
-        diagnostic=diagnostic), suppress=True)
+    if local == "ooto":
+        outcome, finding = Outcome.OOTO, Finding(
+            Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY, recipient=address,
+            diagnostic="simulated out-of-office reply")
+    elif local == "complaint":
+        outcome, finding = Outcome.COMPLAINT, Finding(
+            Kind.COMPLAINED, Source.ARF, recipient=address, feedback_type="abuse")
+    else:
+        why = "simulated bounce" if local == "bounce" else "not a simulator mailbox"
+        outcome, finding = Outcome.BOUNCE, Finding(
+            Kind.BOUNCED, Source.DSN, FailureCode.NO_SUCH_USER, recipient=address, status="5.1.1",
+            diagnostic=f"smtp; 550 5.1.1 <{address}>: {why}: no such user")
+    return Simulated(outcome, address, finding, suppress=suppresses(finding))

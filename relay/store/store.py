@@ -13,6 +13,7 @@ import asyncpg
 
 from relay.store.admin import AdminStore
 from relay.store.events import EventStore
+from relay.store.domains import DomainStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
@@ -26,7 +27,7 @@ async def _keep(conn: asyncpg.Connection) -> None:
 
 
 class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore,
-            WebhookStore, RouteStore):
+            WebhookStore, RouteStore, DomainStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
