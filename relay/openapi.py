@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.dkim import api as dkim_api
 from relay.events import openapi as events_openapi
 from relay.inbound import openapi as inbound_openapi
-from relay.dkim import api as dkim_api
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 
 from relay.store.admin import AdminStore
-from relay.store.events import EventStore
 from relay.store.domains import DomainStore
+from relay.store.events import EventStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
