@@ -178,7 +178,7 @@ class Pipeline:
         """The reason a recipient is on the account's suppression list as loaded with the key (or a
         simulator suppressed@ address), None when it may be mailed (relay_admit checks again)."""
         if self.simulator.suppresses(address):
-            return "manual"
+            return "simulator"
         return principal.suppressed.get(address.lower())
 
     def check_recipient(self, address: str, already: int) -> Result | None:

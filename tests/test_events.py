@@ -207,6 +207,19 @@ async def test_the_mailbox_simulator_yields_each_outcome_and_charges_like_any_re
     assert r.json()["status"] == "suppressed" and await live.balance(t) == 6
 
 
+async def test_smtp_rcpt_to_the_simulator_suppressed_address_is_550(live) -> None:
+    t = await live.tenant(credits=10)
+    client = await login(live.port, t.key)
+    try:
+        await client.mail(t.sender)
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+            await client.rcpt(f"suppressed@{SIM}")
+        assert refused.value.code == 550 and "suppression list (simulator)" in refused.value.message
+    finally:
+        client.close()
+    assert await live.balance(t) == 10
+
+
 async def test_simulator_recipients_can_be_made_free(db_dsn, store, peer) -> None:
     relay = await start_relay(relay_config(db_dsn, peer.url, events={"simulator_free": True}), store, peer)
     try:
