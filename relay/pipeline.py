@@ -15,9 +15,9 @@ from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
 from relay.domain import AdmitStatus, Principal, SenderRule
 from relay.errors import StoreUnavailable
-from relay.events.bounce_intake import envelope_sender
 from relay.events.config import EventsConfig
 from relay.events.simulator import Simulator
+from relay.events.verp import deliver_each
 from relay.outcomes import Outcome, Result, reject
 from relay.settle import settle
 from relay.store.store import Store
@@ -284,14 +284,15 @@ class Pipeline:
         if not relayed:  # only simulator recipients: nothing leaves, the outcome is simulated
             delivery = Delivery(Verdict.SENT, self.simulator.REPLY)
         else:
-            mail_from = txn.mail_from
-            if self.bounce_domain:  # b+<token>@<domain>: a bounce names message and recipient
-                position = message.recipients.index(relayed[0]) if len(relayed) == 1 else None
-                mail_from = envelope_sender(message_id, position, self.key_secret, self.bounce_domain)
             try:
-                delivery = await self.upstream.deliver(mail_from, relayed, message.data,
-                                                       crlf_verified=message.crlf_verified,
-                                                       dot_free=message.dot_free)
+                if self.bounce_domain:  # b+<token>@<domain> per recipient: a bounce names message and recipient
+                    delivery = await deliver_each(self.upstream, message_id, message.recipients, relayed,
+                                                  message.data, self.key_secret, self.bounce_domain,
+                                                  crlf_verified=message.crlf_verified, dot_free=message.dot_free)
+                else:
+                    delivery = await self.upstream.deliver(txn.mail_from, relayed, message.data,
+                                                           crlf_verified=message.crlf_verified,
+                                                           dot_free=message.dot_free)
             except Exception:
                 # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
                 log.exception("delivery of %s raised", message_id)

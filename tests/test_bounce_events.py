@@ -63,15 +63,37 @@ def sample(name: str, recipient: str | None = None, original: str | None = None)
     return text.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-async def test_the_envelope_sender_is_a_verp_address_naming_message_and_recipient(live) -> None:
+async def test_each_recipient_gets_its_own_verp_envelope_sender(live) -> None:
     t = await live.tenant(credits=10)
     mid = await send_api(live, t, ["alice@example.com"])
     [got] = live.peer.messages
     assert token.parse(got.mail_from, DOMAIN, KEY_SECRET) == (mid, 0)
     assert f"From: {t.sender}".encode() in got.data  # the From: header is untouched
-    await send_api(live, t, ["a@example.com", "b@example.com"])
-    _, index = token.parse(live.peer.messages[1].mail_from, DOMAIN, KEY_SECRET) or (None, None)
-    assert index == token.MAX_RECIPIENT_INDEX  # several recipients at once: the DSN names which
+    two = await send_api(live, t, ["a@example.com", "b@example.com"])
+    per_recipient = {m.recipients[0]: token.parse(m.mail_from, DOMAIN, KEY_SECRET) for m in live.peer.messages[1:]}
+    assert per_recipient == {"a@example.com": (two, 0), "b@example.com": (two, 1)}
+    assert await live.balance(t) == 7
+    row = await live.store.message_with_details(two)
+    assert row is not None and row["status"] == "sent" and row["credits_refunded"] == 0
+
+
+async def test_one_refused_recipient_of_several_is_refunded_alone(live) -> None:
+    t = await live.tenant(credits=10)
+    live.peer.handler.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
+    mid = await send_api(live, t, ["ok@example.com", "gone@example.com"])
+    row = await live.store.message_with_details(mid)
+    assert row is not None and row["credits_refunded"] == 1 and await live.balance(t) == 9
+    assert row["recipients"] == [{"address": "ok@example.com", "status": "sent"},
+                                 {"address": "gone@example.com", "status": "failed"}]
+
+
+async def test_a_bounce_is_attributed_to_the_recipient_its_token_names(live) -> None:
+    t = await live.tenant(credits=10)
+    mid = await send_api(live, t, ["x@example.com", "alice@example.com"])
+    alices = next(m.mail_from for m in live.peer.messages if m.recipients == ["alice@example.com"])
+    assert (await bounce_back(live, alices, sample("postfix-user-unknown.eml")))[0] == 250
+    bounced = [e["recipient"] for e in await live.store.events(mid) if e["type"] == "email.bounced"]
+    assert bounced == ["alice@example.com"]
 
 
 async def test_a_hard_bounce_is_an_event_a_suppression_and_no_refund(live) -> None:
@@ -91,11 +113,15 @@ async def test_a_hard_bounce_is_an_event_a_suppression_and_no_refund(live) -> No
     assert len(live.peer.messages) == 1  # nothing was sent back: no backscatter
 
 
-async def test_a_multi_recipient_dsn_is_one_event_per_failed_block(live) -> None:
+async def test_a_multi_recipient_dsn_to_a_whole_message_token_is_one_event_per_failed_block(live) -> None:
+    """The queue relays a message in one transaction with a token naming the whole message."""
+    from relay.events.bounce_intake import envelope_sender
+
     t = await live.tenant(credits=10)
     to = ["carol@example.org", "dan@nowhere.example", "erin@example.org"]
     mid = await send_api(live, t, to)
-    code, _ = await bounce_back(live, live.peer.messages[0].mail_from, sample("postfix-multi-recipient.eml"))
+    whole = envelope_sender(mid, None, KEY_SECRET, DOMAIN)
+    code, _ = await bounce_back(live, whole, sample("postfix-multi-recipient.eml"))
     assert code == 250
     bounced = {e["recipient"]: e["data"]["failureCode"] for e in await live.store.events(mid)
                if e["type"] == "email.bounced"}
@@ -140,3 +166,16 @@ async def test_any_bytes_to_a_bounce_address_are_250_or_550_never_an_error(live,
     code, _ = await bounce_back(live, verp, data)
     assert code in (250, 550)
     assert len(live.peer.messages) == 1
+
+
+def test_per_recipient_answers_combine_into_one_delivery() -> None:
+    from relay.events.verp import combine
+    from relay.upstream.base import Delivery, Verdict
+
+    ok = Delivery(Verdict.SENT, "250 ok")
+    no = Delivery(Verdict.PERMANENT, "550 no such user", 2001)
+    later = Delivery(Verdict.TRANSIENT, "451 try later", 3999)
+    assert combine(["a", "b"], [ok, ok]) == Delivery(Verdict.SENT, "250 ok")
+    assert combine(["a", "b", "c"], [no, ok, later]) == Delivery(Verdict.SENT, "250 ok", refused=("a", "c"))
+    assert combine(["a", "b"], [no, later]) == later  # the client may retry the whole message
+    assert combine(["a", "b"], [no, no]) == no

@@ -16,6 +16,8 @@ BEGIN
         RETURN false;
     END IF;
     IF p_position IS NOT NULL THEN
+        -- the authenticated token names the recipient, whatever address the report shows (an alias,
+        -- a forward): the bounce came back to that recipient's own envelope sender
         SELECT r.address INTO v_address FROM message_recipients r
          WHERE r.message_id = p_message AND r.position = p_position;
         v_address := coalesce(v_address, p_recipient);
