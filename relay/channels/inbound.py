@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from relay import hygiene
 from relay.channels.base import Endpoint, ServerContext
-from relay.channels.smtp import AuthThrottle, RelaySMTP, SmtpChannel, SmtpHandler
+from relay.channels.smtp import RelaySMTP, SmtpChannel, SmtpHandler
 from relay.config import parse_listen
 from relay.errors import ListenError, StoreUnavailable
 from relay.inbound import claims, deliver, payload, replies
@@ -30,6 +30,7 @@ from relay.inbound.claims import Claimant
 from relay.inbound.config import InboundConfig
 from relay.inbound.log import InboundRecord
 from relay.inbound.routes import Route, first_match
+from relay.limits import AuthThrottle
 from relay.outbound import ssrf
 from relay.outbound.client import HttpClient
 from relay.store.store import Store

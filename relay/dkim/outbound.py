@@ -119,7 +119,8 @@ class SigningUpstream:
         self.thread_from_bytes = thread_from_bytes
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
+                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
+                      smtputf8: bool = False) -> Delivery:
         """Sign (a bytearray in place, as the channels prepare it; bytes into a new buffer), then deliver."""
         keys = await self._keys(data)
         if keys:
@@ -133,7 +134,7 @@ class SigningUpstream:
                 else:
                     data = fields + data
         return await self.inner.deliver(mail_from, recipients, data, crlf_verified=crlf_verified,
-                                        dot_free=dot_free)
+                                        dot_free=dot_free, body_8bit=body_8bit, smtputf8=smtputf8)
 
     async def _keys(self, data: bytes | bytearray) -> list[SigningKey]:
         value = from_header(data)

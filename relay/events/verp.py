@@ -28,13 +28,13 @@ def combine(recipients: Sequence[str], deliveries: Sequence[Delivery]) -> Delive
 
 async def deliver_each(upstream: Upstream, message_id: uuid.UUID, all_recipients: Sequence[str],
                        relayed: Sequence[str], data: bytes | bytearray, secret: bytes, domain: str, *,
-                       crlf_verified: bool, dot_free: bool) -> Delivery:
+                       crlf_verified: bool, dot_free: bool, **flags: bool) -> Delivery:
     """One transaction per relayed recipient, each with the VERP sender of its position, concurrently."""
     # an upstream may edit a bytearray in place (DKIM signing prepends its field): several
     # transactions share one immutable copy instead, which each edits into a buffer of its own
     shared = data if len(relayed) == 1 else bytes(data)
     deliveries = await asyncio.gather(*(
         upstream.deliver(envelope_sender(message_id, list(all_recipients).index(r), secret, domain), [r], shared,
-                         crlf_verified=crlf_verified, dot_free=dot_free)
+                         crlf_verified=crlf_verified, dot_free=dot_free, **flags)
         for r in relayed))
     return combine(relayed, deliveries)
