@@ -275,8 +275,8 @@ async def test_idle_client_is_disconnected(db_dsn, store, peer) -> None:
         assert (await reader.readline()).startswith(b"220 ")
         started = time.monotonic()
         rest = await asyncio.wait_for(reader.read(), 10)
-        # aiosmtpd closes a silent connection (without a 421)
-        assert rest in (b"", b"421 4.4.2 timeout\r\n") and time.monotonic() - started < 5
+        # a silent connection is told 421 4.4.2 (the listeners' idle timeout, issue 16) and closed
+        assert (rest == b"" or rest.startswith(b"421 4.4.2 ")) and time.monotonic() - started < 5
         writer.close()
 
 
