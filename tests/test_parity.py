@@ -483,3 +483,27 @@ async def test_scheduled_send_retried_by_the_queue_rules(relay) -> None:
     assert (await w.deliver_due()).sent == 1  # 40 h after acceptance: within 24 h of its send_at
     await w.upstream.close()
     assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
+
+
+async def test_tags_and_metadata_travel_in_events(relay) -> None:
+    from relay.events.payload import webhook_body
+
+    t = await relay.tenant(credits=10)
+    tags = [{"name": "kind", "value": "invoice"}]
+    metadata = {"order": 7, "note": None}
+    async with serve_api(relay) as api:
+        sent = await api.send(t.key, body_for(t, tags=tags, metadata=metadata))
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        scheduled = await api.send(t.key, body_for(t, tags=tags, metadata=metadata, send_at=later))
+        plain = await api.send(t.key, body_for(t))
+        rows = [(await api.get(f"/v1/messages/{r.json()['messageId']}", t.key)).json()
+                for r in (sent, scheduled, plain)]
+    sent_events, scheduled_events, plain_events = (row["events"] for row in rows)
+    assert [e["type"] for e in sent_events] == ["email.sent"]
+    assert scheduled_events and all(e["type"] == "email.queued" for e in scheduled_events)
+    for event in (*sent_events, *scheduled_events):  # written in admit, before the tags: updated with them
+        assert event["data"]["tags"] == {"kind": "invoice"} and event["data"]["metadata"] == metadata
+    assert plain_events and all("tags" not in e["data"] and "metadata" not in e["data"] for e in plain_events)
+    [event] = await relay.store.events(uuid.UUID(sent.json()["messageId"]))
+    body = json.loads(webhook_body(event))  # what a webhook endpoint receives
+    assert body["data"]["tags"] == {"kind": "invoice"} and body["data"]["metadata"] == metadata

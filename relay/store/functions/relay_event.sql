@@ -7,10 +7,16 @@ CREATE OR REPLACE FUNCTION relay_event(p_account bigint, p_message uuid, p_type 
 RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_id uuid := gen_random_uuid();
+    v_id    uuid := gen_random_uuid();
+    v_extra jsonb;
 BEGIN
+    -- the message's tags and metadata (issue 18) travel in every event and webhook payload
+    -- (not jsonb_strip_nulls: it would also drop the nulls inside the caller's metadata)
+    SELECT CASE WHEN m.tags IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('tags', m.tags) END
+           || CASE WHEN m.metadata IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('metadata', m.metadata) END
+      INTO v_extra FROM messages m WHERE m.id = p_message;
     INSERT INTO events (id, account_id, message_id, type, recipient, data)
-         VALUES (v_id, p_account, p_message, p_type, p_recipient, coalesce(p_data, '{}'));
+         VALUES (v_id, p_account, p_message, p_type, p_recipient, coalesce(p_data, '{}') || coalesce(v_extra, '{}'));
     INSERT INTO webhook_deliveries (event_id, endpoint_id)
          SELECT v_id, e.id FROM webhook_endpoints e
           WHERE e.account_id = p_account AND e.enabled
