@@ -189,7 +189,7 @@ def routes(api: Api) -> list[Route]:
             message_id = uuid.UUID(request.path_params["email_id"])
         except ValueError:
             return _error(404, "not_found", "Email not found")
-        row = await api.store.message(message_id)
+        row = await api.store.message_with_details(message_id)
         if row is None or row["account_id"] != principal.account_id:
             return _error(404, "not_found", "Email not found")
         return message_id, row
@@ -204,7 +204,8 @@ def routes(api: Api) -> list[Route]:
         status = fields.get("status", row["status"])
         return JSONResponse({
             "object": "email", "id": str(message_id), "from": row["sender"],
-            "to": row.get("recipients") or [], "subject": row.get("subject"), "html": None, "text": None,
+            "to": [r["address"] for r in row.get("recipients") or []], "subject": row.get("subject"),
+            "html": None, "text": None,
             "cc": None, "bcc": None, "reply_to": None,
             "created_at": row["created_at"].isoformat(), "scheduled_at": fields["scheduledAt"],
             "last_event": LAST_EVENT.get(status, status), "tags": fields["tags"],

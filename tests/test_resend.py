@@ -73,6 +73,8 @@ async def test_send_with_attachments_tags_and_headers(relay, sdk) -> None:
     got_back = await resend.Emails.get_async(mid)
     assert got_back["id"] == mid and got_back["object"] == "email" and got_back["last_event"] == "sent"
     assert got_back["tags"] == [{"name": "category", "value": "welcome"}]
+    assert sorted(got_back["to"]) == ["bcc@dest.test", "cc@dest.test", "user@dest.test"]
+    assert got_back["subject"] == "Hi"
 
 
 async def test_batch_strict_and_permissive(relay, sdk) -> None:
