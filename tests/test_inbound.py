@@ -426,3 +426,35 @@ async def test_swaks_sees_451_for_a_dead_app(inbound: Inbound) -> None:
         "--to", "help@inbound.test", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     assert f"<** 451 4.4.1 {UNAVAILABLE}" in out.decode(), out.decode()
+
+
+# --- failures around the POST -------------------------------------------------------------------------
+
+async def test_sender_hanging_up_during_the_post_still_logs_the_delivery(inbound: Inbound, app: Target) -> None:
+    account = await inbound.account()
+    await inbound.route(account, "*@inbound.test", app.url("/sleep?s=0.5"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", inbound.port)
+    await reader.readline()
+    for command in (b"EHLO x.test", b"MAIL FROM:<a@example.org>", b"RCPT TO:<s@inbound.test>", b"DATA"):
+        writer.write(command + b"\r\n")
+        while (await reader.readline())[3:4] != b" ":
+            pass
+    writer.write(message().encode() + b".\r\n")
+    await writer.drain()
+    await app.wait_for(1)  # the POST is under way: hang up
+    writer.close()
+    [row] = await inbound.logs(1)  # the app's answer is still recorded
+    assert (row.http_status, row.outcome) == (200, "delivered")
+
+
+async def test_routes_unreadable_is_451_at_rcpt(db_dsn, store, peer, pg, app: Target) -> None:
+    from tests.conftest import database_unreachable
+    async with serve_inbound(db_dsn, store, peer, route_cache_seconds=0.0) as inbound:
+        account = await inbound.account()
+        await inbound.route(account, "*@inbound.test", app.url("/status/200"))
+        async with database_unreachable(inbound.live, pg.admin_dsn):
+            code, _, refused = await inbound.smtplib_send("a@example.org", ["x@inbound.test"], message())
+        assert refused == {"x@inbound.test": (451, b"4.3.0 temporary failure, try again later")}
+        assert app.received == []
+        code, _, _ = await inbound.smtplib_send("a@example.org", ["x@inbound.test"], message())
+        assert code == 250  # and it works again once the database is back
