@@ -458,3 +458,19 @@ async def test_routes_unreadable_is_451_at_rcpt(db_dsn, store, peer, pg, app: Ta
         assert app.received == []
         code, _, _ = await inbound.smtplib_send("a@example.org", ["x@inbound.test"], message())
         assert code == 250  # and it works again once the database is back
+
+
+async def test_shutdown_lets_a_post_in_progress_finish(db_dsn, store, peer, app: Target) -> None:
+    from tests.conftest import relay_config, start_relay
+    live = await start_relay(relay_config(db_dsn, peer.url, inbound={
+        "listen": "127.0.0.1:0", "allow_private_targets": True, "post_timeout_seconds": 5.0}), store, peer)
+    inbound = Inbound(live)
+    account = await inbound.account()
+    await inbound.route(account, "*@inbound.test", app.url("/sleep?s=1"))
+    sending = asyncio.ensure_future(inbound.smtplib_send("a@example.org", ["x@inbound.test"], message()))
+    await app.wait_for(1)
+    await live.server.stop(grace=5)  # stops accepting; the DATA in progress finishes within the grace
+    code, _, _ = await sending
+    assert code == 250
+    [row] = await inbound.logs(1)
+    assert row.outcome == "delivered"
