@@ -14,6 +14,7 @@ submission path's upstream (bench/smtp_bench.py's), and one `relay serve` with b
     in flight (issue 12's target: under 1.2 x bytes in flight + 64 MB).
 
     python bench/inbound_bench.py [--clients 10] [--seconds 10] [--rounds 2] [--size 2048] [--skip-large]
+                                  [--install-smtp-sink]
 
 Needs the PostgreSQL server binaries (as `relay dev` does). Sends only to 127.0.0.1.
 """
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--large-clients", type=int, default=20)
     parser.add_argument("--large-per-client", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--install-smtp-sink", action="store_true",
+                        help="install Postfix (for smtp-sink) with apt-get when missing, as bench/compare.py does")
     parser.add_argument("--child", choices=["app", "sink"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,6 +218,8 @@ def main() -> None:
         procs.append(relay_proc)
         targets: dict[str, tuple[int, int]] = {INBOUND: (inbound_port, relay_proc.pid),
                                                SUBMISSION: (smtp_port, relay_proc.pid)}
+        if args.install_smtp_sink:
+            print(postfix_setup.ensure_installed(), flush=True)
         if Path(postfix_setup.SMTP_SINK).exists():
             sink_ref_port = smtp_bench.free_port()
             sink_proc = postfix_setup.start_sink(sink_ref_port)

@@ -474,3 +474,30 @@ async def test_shutdown_lets_a_post_in_progress_finish(db_dsn, store, peer, app:
     assert code == 250
     [row] = await inbound.logs(1)
     assert row.outcome == "delivered"
+
+
+async def test_metrics_by_outcome(inbound: Inbound, app: Target) -> None:
+    import httpx
+    account = await inbound.account()
+    await inbound.route(account, "ok@inbound.test", app.url("/status/200"))
+    await inbound.route(account, "no@inbound.test", app.url("/status/404"))
+
+    async def counts() -> dict[str, float]:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{inbound.live.server.port('http')}/metrics")).text
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("relay_inbound_total{"):
+                label, value = line.split("} ")
+                found[label.split('"')[1]] = float(value)
+            elif line.startswith('relay_inbound_rcpt_refused_total{reason="no-route"}'):
+                found["no-route"] = float(line.split()[-1])
+        return found
+
+    before = await counts()
+    await inbound.smtplib_send("a@example.org", ["ok@inbound.test"], message())
+    await inbound.smtplib_send("a@example.org", ["no@inbound.test"], message())
+    await inbound.smtplib_send("a@example.org", ["nobody@inbound.test"], message())
+    after = await counts()
+    for outcome in ("delivered", "refused", "no-route"):
+        assert after.get(outcome, 0) - before.get(outcome, 0) == 1, (outcome, before, after)
