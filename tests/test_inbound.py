@@ -501,3 +501,17 @@ async def test_metrics_by_outcome(inbound: Inbound, app: Target) -> None:
     after = await counts()
     for outcome in ("delivered", "refused", "no-route"):
         assert after.get(outcome, 0) - before.get(outcome, 0) == 1, (outcome, before, after)
+
+
+async def test_command_limit_per_connection(db_dsn, store, peer) -> None:
+    async with serve_inbound(db_dsn, store, peer, max_commands=3) as inbound:
+        reader, writer = await asyncio.open_connection("127.0.0.1", inbound.port)
+        assert (await reader.readline()).startswith(b"220 ")
+        replies = []
+        for _ in range(4):
+            writer.write(b"NOOP\r\n")
+            replies.append(await reader.readline())
+        assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"421"]
+        assert replies[-1] == b"421 4.7.0 NOOP sent too many times\r\n"
+        assert await reader.read() == b""  # closed
+        writer.close()
