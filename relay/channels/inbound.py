@@ -276,8 +276,8 @@ class InboundSMTP(RelaySMTP):
                     MESSAGES.labels("oversize").inc()
                     await self.push("552 5.3.4 message size exceeds the fixed maximum message size")
                     return
-        # RelaySMTP's SIZE check is the submission pipeline's (550); aiosmtpd's own is ours now
-        await super(RelaySMTP, self).smtp_MAIL(arg)
+        # RelaySMTP's own SIZE check applies to authenticated (submission) sessions only
+        await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read with the submission reader, POST to the routes, answer with the worst verdict."""
