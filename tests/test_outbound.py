@@ -179,7 +179,7 @@ async def test_each_status_comes_back(code: int) -> None:
         got = target.received[0]
         assert got.method == "POST" and got.body == b"payload"
         assert got.headers["content-type"] == "application/json" and got.headers["x-test"] == "1"
-        assert got.headers["user-agent"] == "relay"
+        assert got.headers["user-agent"] == "relay" and got.headers["accept-encoding"] == "identity"
         assert result.elapsed > 0 and result.url == target.url(f"/status/{code}?text=hello+{code}")
 
 

@@ -118,10 +118,11 @@ class HttpClient:
                 ssl=self.ssl_context if self.ssl_context is not None else True,
             )
             # deadlines are ours (asyncio.timeout_at over all hops); no proxy from the environment,
-            # which would connect on our behalf to addresses we never checked
+            # which would connect on our behalf to addresses we never checked; answers uncompressed,
+            # since only their first 1 KB is read and it is read as text
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
-                auto_decompress=False, headers={"User-Agent": self.user_agent},
+                auto_decompress=False, headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
             )
         return self._session
 
