@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.dkim import api as dkim_api
 from relay.inbound import openapi as inbound_openapi
 
 
@@ -28,7 +29,7 @@ def _failure(description: str, *codes: str, headers: dict[str, Any] | None = Non
 
 _RETRY_AFTER = {"Retry-After": _ref("headers", "RetryAfter")}
 _REPLAYED = {"Idempotent-Replayed": _ref("headers", "IdempotentReplayed")}
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _NULL = {"type": "null"}
 _ADDRESS = {"type": "string", "description": "An address, `addr@domain` or `Display Name <addr@domain>`."}
 _ADDRESSES = {"type": "array", "items": _ADDRESS, "maxItems": 100}  # limits.max_recipients (default 100)
@@ -275,6 +276,10 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-# features' fragments
+
+# Features' paths and schemas, merged in once here.
+DOCUMENT["paths"].update(dkim_api.PATHS)
+DOCUMENT["components"]["schemas"].update(dkim_api.SCHEMAS)
+DOCUMENT["components"]["schemas"]["Failure"]["properties"]["code"]["enum"].extend(dkim_api.CODES)
 DOCUMENT["paths"].update(inbound_openapi.PATHS)
 DOCUMENT["components"]["schemas"].update(inbound_openapi.SCHEMAS)

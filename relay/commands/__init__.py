@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relay.commands import route
+from relay.commands import domain, route
 
-MODULES: tuple[ModuleType, ...] = (route,)
+MODULES: tuple[ModuleType, ...] = (domain, route)
