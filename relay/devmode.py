@@ -63,8 +63,11 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     cfg = cfg.replace("smtp", listen=smtp_listen, allow_plaintext_auth=plaintext,
                       hostname=cfg.smtp.hostname if "smtp.hostname" in explicit else DEV_HOSTNAME)
     cfg = cfg.replace("http", listen=cfg.http.listen if "http.listen" in explicit else DEV_HTTP_LISTEN)
-    # the inbound listener, POSTing to apps on this machine
-    cfg = cfg.replace("inbound", listen=cfg.inbound.listen if "inbound.listen" in explicit else DEV_INBOUND_LISTEN,
+    # the inbound listener, POSTing to apps on this machine: on 2526, or beside a listen address the user
+    # chose for SMTP (same host, any free port: two dev instances side by side must not collide)
+    inbound_listen = DEV_INBOUND_LISTEN if "smtp.listen" not in explicit else \
+        f"{smtp_listen.rpartition(':')[0]}:0"
+    cfg = cfg.replace("inbound", listen=cfg.inbound.listen if "inbound.listen" in explicit else inbound_listen,
                       allow_private_targets=cfg.inbound.allow_private_targets
                       if "inbound.allow_private_targets" in explicit else True)
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
