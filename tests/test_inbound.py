@@ -249,7 +249,8 @@ async def test_connection_limit_per_client_address(db_dsn, store, peer) -> None:
         for reader, _ in held:
             assert (await reader.readline()).startswith(b"220 ")
         reader, writer = await asyncio.open_connection("127.0.0.1", inbound.port)
-        assert (await reader.readline()).startswith(b"421 4.7.0 Too many connections")
+        refused = await reader.readline()
+        assert refused.startswith(b"421 4.7.0 ") and b"Too many connections" in refused
         assert await reader.read() == b""  # and closed
         writer.close()
         held[0][1].close()
@@ -275,8 +276,7 @@ async def test_idle_client_is_disconnected(db_dsn, store, peer) -> None:
         assert (await reader.readline()).startswith(b"220 ")
         started = time.monotonic()
         rest = await asyncio.wait_for(reader.read(), 10)
-        # aiosmtpd closes a silent connection (without a 421)
-        assert rest in (b"", b"421 4.4.2 timeout\r\n") and time.monotonic() - started < 5
+        assert rest.startswith(b"421 4.4.2 ") and time.monotonic() - started < 5  # told, then closed
         writer.close()
 
 
