@@ -515,3 +515,25 @@ async def test_command_limit_per_connection(db_dsn, store, peer) -> None:
         assert replies[-1] == b"421 4.7.0 NOOP sent too many times\r\n"
         assert await reader.read() == b""  # closed
         writer.close()
+
+
+@pytest.mark.parametrize("format_", [Format.JSON, Format.RAW])
+async def test_internationalized_recipient(inbound: Inbound, app: Target, format_: Format) -> None:
+    account = await inbound.account()
+    await inbound.route(account, "*@inbound.test", app.url("/status/200"), format=format_)
+
+    def run() -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", inbound.port, timeout=10) as client:
+            client.ehlo("x.test")
+            assert client.has_extn("smtputf8")
+            return client.sendmail("rené@example.org", ["josé@inbound.test"],
+                                   "Subject: olá\r\n\r\nbody\r\n".encode(), mail_options=["SMTPUTF8"]) or (250, b"")
+    await asyncio.to_thread(run)
+    [got] = app.received
+    if format_ is Format.JSON:
+        doc = json.loads(got.body)
+        assert doc["envelope"]["recipients"] == ["josé@inbound.test"] and doc["envelope"]["from"] == "rené@example.org"
+    else:
+        from urllib.parse import unquote
+        assert got.headers["x-relay-envelope-to"] == "jos%C3%A9@inbound.test"
+        assert unquote(got.headers["x-relay-envelope-from"]) == "rené@example.org"
