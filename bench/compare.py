@@ -53,6 +53,7 @@ MIB = 1 << 20
 LARGE_SIZE = int(9.5 * MIB)
 POSTFIX, BARE, SINK, RELAY = "Postfix (SASL)", "bare aiosmtpd", "smtp-sink", "relay serve"
 MODES = ("new connection", "reuse")
+TARGET_NAMES = {POSTFIX: "postfix", BARE: "bare", SINK: "sink", RELAY: "relay"}
 
 
 # -- the machine, memory ---------------------------------------------------------------------------
@@ -107,11 +108,15 @@ class RssSampler(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        ticks = 0
         while not self.stopping.is_set():
             pids = self.pids()
             self.peak_kb = max(self.peak_kb, sum(_status_kb(pid, "VmRSS:") for pid in pids))
-            if self.pss:  # proportional set size: shared pages divided among the processes sharing them
+            # proportional set size: shared pages divided among the processes sharing them; once a
+            # second only, as reading smaps_rollup of Postfix's dozens of processes costs CPU
+            if self.pss and ticks % 10 == 0:
                 self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(pid) for pid in pids))
+            ticks += 1
             self.stopping.wait(self.interval)
 
     @property
@@ -138,14 +143,13 @@ class CpuMeter:
     """CPU used during a run by named process trees (a reaped child's time counts to its parent), by
     this process (the aiosmtplib load generator runs here), and by the whole machine."""
 
-    def __init__(self, roots: dict[str, Callable[[], int | None]]) -> None:
+    def __init__(self, roots: dict[str, Callable[[], list[int]]]) -> None:
         self.roots = roots
 
     def snapshot(self) -> tuple[dict[str, float], tuple[int, int]]:
         used = {"generator": smtp_bench.cpu_seconds()}
         for name, root in self.roots.items():
-            pid = root()
-            used[name] = smtp_bench.tree_cpu_seconds(pid) if pid else 0.0
+            used[name] = sum(smtp_bench.tree_cpu_seconds(pid) for pid in root())
         return used, box_busy_ticks()
 
     @staticmethod
@@ -180,6 +184,7 @@ class Target:
     password: str
     auth_250: bool = False  # smtp-sink answers AUTH with 250 rather than 235
     postfix: postfix_setup.PrivatePostfix | None = None
+    more_ports: list[int] = field(default_factory=list)  # further relay serve processes (--relay-processes)
 
 
 @dataclass
@@ -240,7 +245,7 @@ def measure(target: Target, work: Work, postgres: bool) -> Run:
     PostgreSQL's CPU is counted for relay only (`postgres`), although it is measured in every run."""
     pids = target.pids()
     reset_peak(pids)
-    CPU.roots["server"] = lambda: (target.postfix.master_pid() if target.postfix else target.pids()[0])
+    CPU.roots["server"] = lambda: ([target.postfix.master_pid() or 0] if target.postfix else target.pids())
     with RssSampler(target.pids, pss=target.postfix is not None) as sampler:
         cpu_before = CPU.snapshot()
         sent, failures, latencies, wall, generator_cpu = work()
@@ -252,7 +257,8 @@ def measure(target: Target, work: Work, postgres: bool) -> Run:
     latencies.sort()
     p50, p99 = smtp_bench.percentile(latencies, 50), smtp_bench.percentile(latencies, 99)
     per = CpuMeter.per_message(cpu_before, cpu_after, sent)
-    if generator_cpu is not None:
+    if generator_cpu is not None:  # the generator ran in child processes; this one only sampled memory
+        per["bench"] = per["generator"]
         per["generator"] = generator_cpu / sent * 1000 if sent else float("nan")
     if not postgres:
         per.pop("PostgreSQL", None)
@@ -302,12 +308,14 @@ def generate(target: Target, reuse: bool, args: argparse.Namespace, sender: str,
              payload_file: Path) -> tuple[int, int, list[float], float, float | None]:
     """`args.generators` processes of bench/rawclient.py sharing the clients (and the message count),
     started together; their results summed, wall time the longest of them."""
-    n = max(1, min(args.generators, args.clients))
+    n = max(1, min(max(args.generators, 1 + len(target.more_ports)), args.clients))
     start_at = time.time() + 1.5  # after every process has imported what it needs
     procs = []
     outs = [payload_file.with_name(f"generator-{i}.json") for i in range(n)]
     for i in range(n):
-        cmd = [sys.executable, str(Path(rawclient.__file__)), "--port", str(target.port), "--user", target.user,
+        ports = [target.port, *target.more_ports]
+        port = ports[i % len(ports)]
+        cmd = [sys.executable, str(Path(rawclient.__file__)), "--port", str(port), "--user", target.user,
                "--password", target.password, "--sender", sender, "--payload", str(payload_file),
                "--clients", str(args.clients // n + (i < args.clients % n)), "--seconds", str(args.seconds),
                "--messages", str(args.messages // n + (i < args.messages % n) if args.messages else 0),
@@ -401,6 +409,10 @@ def main() -> None:
     parser.add_argument("--generators", type=int, default=2, help="generator processes for --generator raw (2)")
     parser.add_argument("--pipelining", action="store_true",
                         help="the raw generator pipelines MAIL, RCPT, DATA (and QUIT after the dot), RFC 2920")
+    parser.add_argument("--relay-processes", type=int, default=1,
+                        help="relay serve processes on one database, each on its own port (1)")
+    parser.add_argument("--targets", default="postfix,bare,sink,relay",
+                        help="comma-separated subset of postfix,bare,sink,relay (all)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 9.5 MiB part")
     parser.add_argument("--large-clients", type=int, default=20, help="concurrent 9.5 MiB messages (20)")
     parser.add_argument("--large-seconds", type=float, default=20.0,
@@ -430,8 +442,10 @@ def main() -> None:
                                      str(sink_port)])
             sink_name = "Python sink (smtp-sink missing)"
         procs.append(sink)
-        CPU.roots.update(server=lambda: None, sink=lambda: sink.pid)
+        CPU.roots.update(server=lambda: [], sink=lambda: [sink.pid])
         smtp_bench.wait_port(sink_port)
+        if "postfix" not in args.targets.split(","):
+            postfix_error = "Postfix not among --targets"
         if not postfix_error:
             try:
                 postfix = start_postfix(folder, sink_port, max(args.clients, args.large_clients) * 2)
@@ -454,7 +468,7 @@ def main() -> None:
 
         pg = EmbeddedPostgres(folder / "pg")  # durable: a real commit per message
         pg.start()
-        CPU.roots["PostgreSQL"] = lambda: pg.process.pid if pg is not None else None
+        CPU.roots["PostgreSQL"] = lambda: [pg.process.pid] if pg is not None else []
 
         async def create_db() -> None:
             conn = await asyncpg.connect(pg.dsn("postgres"))
@@ -464,26 +478,30 @@ def main() -> None:
         asyncio.run(create_db())
         dsn = pg.dsn("relay")
         key, sender = asyncio.run(smtp_bench.prepare_database(dsn))
-        relay_port, http_port = smtp_bench.free_port(), smtp_bench.free_port()
-        pool = max(args.clients, args.large_clients)
-        env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=smtp_bench.KEY_SECRET,
-                   RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
-                   # like the bench key's rate limit: must not interfere (1000 MAIL per connection)
-                   RELAY_SMTP_MAX_COMMANDS="10000000",
-                   RELAY_SMTP_HOSTNAME="relay.bench", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
-                   RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}", RELAY_UPSTREAM_POOL_SIZE=str(pool),
-                   RELAY_DATABASE_POOL_SIZE=str(pool + 2), RELAY_SERVER_DATA_DIR=str(folder))
+        relay_ports = [smtp_bench.free_port() for _ in range(args.relay_processes)]
+        relay_procs = []
+        pool = max(args.clients, args.large_clients) // args.relay_processes + 1
         relay_log = (folder / "relay.log").open("wb")
-        relay_proc = subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,
-                                      stdout=relay_log, stderr=subprocess.STDOUT)
-        procs.append(relay_proc)
-        for port in (bare_port, relay_port):
+        for relay_port in relay_ports:  # several: each its own port, the generators spread over them
+            env = dict(os.environ, RELAY_DATABASE_URL=dsn, RELAY_SERVER_KEY_SECRET=smtp_bench.KEY_SECRET,
+                       RELAY_SMTP_LISTEN=f"127.0.0.1:{relay_port}", RELAY_SMTP_ALLOW_PLAINTEXT_AUTH="true",
+                       # like the bench key's rate limit: must not interfere (1000 MAIL per connection)
+                       RELAY_SMTP_MAX_COMMANDS="10000000",
+                       RELAY_SMTP_HOSTNAME="relay.bench", RELAY_HTTP_LISTEN=f"127.0.0.1:{smtp_bench.free_port()}",
+                       RELAY_UPSTREAM_URL=f"smtp://127.0.0.1:{sink_port}", RELAY_UPSTREAM_POOL_SIZE=str(pool),
+                       RELAY_DATABASE_POOL_SIZE=str(pool + 2), RELAY_SERVER_DATA_DIR=str(folder))
+            relay_procs.append(subprocess.Popen([str(Path(sys.executable).parent / "relay"), "serve"], env=env,
+                                                stdout=relay_log, stderr=subprocess.STDOUT))
+        procs.extend(relay_procs)
+        relay_port = relay_ports[0]
+        for port in (bare_port, *relay_ports):
             try:
                 smtp_bench.wait_port(port)
             except RuntimeError:
                 print((folder / "relay.log").read_text(errors="replace")[-2000:])
                 raise
-        print(f"setup: relay serve on 127.0.0.1:{relay_port} (upstream smtp://127.0.0.1:{sink_port}, pools {pool}), "
+        print(f"setup: relay serve on 127.0.0.1:{','.join(map(str, relay_ports))} "
+              f"(upstream smtp://127.0.0.1:{sink_port}, pools {pool}), "
               f"bare aiosmtpd on {bare_port}, {sink_name} on {sink_port}", flush=True)
 
         targets: list[Target] = []
@@ -493,7 +511,9 @@ def main() -> None:
         targets.append(Target(BARE, bare_port, lambda: [bare.pid], "bench", key))
         if sink_name == "smtp-sink":
             targets.append(Target(SINK, sink_port, lambda: [sink.pid], "bench", "x", auth_250=True))
-        targets.append(Target(RELAY, relay_port, lambda: [relay_proc.pid], "bench", key))
+        targets.append(Target(RELAY, relay_port, lambda: [p.pid for p in relay_procs], "bench", key,
+                              more_ports=relay_ports[1:]))
+        targets = [t for t in targets if TARGET_NAMES[t.name] in args.targets.split(",")]
         relay_sent = 0
 
         results: dict[tuple[str, str], list[Run]] = {}
