@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pgstats
 import postfix_setup
 import rawclient
 import smtp_bench
@@ -413,6 +414,7 @@ def main() -> None:
                         help="relay serve processes on one database, each on its own port (1)")
     parser.add_argument("--targets", default="postfix,bare,sink,relay",
                         help="comma-separated subset of postfix,bare,sink,relay (all)")
+    parser.add_argument("--relay-sql", help="SQL file run on relay's database before the runs (A/B experiments)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 9.5 MiB part")
     parser.add_argument("--large-clients", type=int, default=20, help="concurrent 9.5 MiB messages (20)")
     parser.add_argument("--large-seconds", type=float, default=20.0,
@@ -478,6 +480,15 @@ def main() -> None:
         asyncio.run(create_db())
         dsn = pg.dsn("relay")
         key, sender = asyncio.run(smtp_bench.prepare_database(dsn))
+        if args.relay_sql:  # an experiment on the schema (an index dropped...), for A/B runs
+            async def run_sql() -> None:
+                conn = await asyncpg.connect(dsn)
+                await conn.execute(Path(args.relay_sql).read_text())
+                await conn.close()
+
+            asyncio.run(run_sql())
+            print(f"setup: ran {args.relay_sql} on relay's database", flush=True)
+        pg_before = asyncio.run(pgstats.snapshot(dsn))
         relay_ports = [smtp_bench.free_port() for _ in range(args.relay_processes)]
         relay_procs = []
         pool = max(args.clients, args.large_clients) // args.relay_processes + 1
@@ -565,6 +576,13 @@ def main() -> None:
             finally:
                 await conn.close()
 
+        for proc in relay_procs:  # stopped, so that their backends report their statistics
+            proc.send_signal(signal.SIGTERM)
+        for proc in relay_procs:
+            proc.wait(30)
+        print(f"\nPostgreSQL per relay message (all runs, {relay_sent} messages):")
+        for line in pgstats.report(pg_before, asyncio.run(pgstats.snapshot(dsn)), relay_sent):
+            print(f"  {line}")
         print(f"\nchecks: {load_average()} at the end")
         print(f"checks: relay accepted {relay_sent} messages in the runs, log rows 'sent': "
               f"{asyncio.run(count_sent())}")
