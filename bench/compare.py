@@ -110,8 +110,10 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         ticks = 0
+        pids: list[int] = []
         while not self.stopping.is_set():
-            pids = self.pids()
+            if ticks % 10 == 0:  # finding Postfix's processes walks all of /proc: once a second
+                pids = self.pids()
             self.peak_kb = max(self.peak_kb, sum(_status_kb(pid, "VmRSS:") for pid in pids))
             # proportional set size: shared pages divided among the processes sharing them; once a
             # second only, as reading smaps_rollup of Postfix's dozens of processes costs CPU
