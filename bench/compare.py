@@ -490,6 +490,12 @@ def main() -> None:
 
             asyncio.run(run_sql())
             print(f"setup: ran {args.relay_sql} on relay's database", flush=True)
+        async def track_functions() -> None:  # for pgstats: time inside relay's PL/pgSQL functions
+            conn = await asyncpg.connect(dsn)
+            await conn.execute("ALTER DATABASE relay SET track_functions = 'pl'")
+            await conn.close()
+
+        asyncio.run(track_functions())
         pg_before = asyncio.run(pgstats.snapshot(dsn))
         relay_ports = [smtp_bench.free_port() for _ in range(args.relay_processes)]
         relay_procs = []
