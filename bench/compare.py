@@ -201,6 +201,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # ms per message during the run, by process tree
     cpu_all: dict[str, float] = field(default_factory=dict)  # the same until Postfix's queue was drained
+    delivered: float = 0.0  # Postfix: messages / (the run + the time its queue took to drain)
 
     def server_ms(self, drained: bool = True) -> float:
         """CPU per message of the server: relay + its PostgreSQL; Postfix's processes until its
@@ -274,6 +275,7 @@ def measure(target: Target, work: Work, postgres: bool) -> Run:
         run.cpu_all = CpuMeter.per_message(cpu_before, CPU.snapshot(), sent)
         run.cpu_all.pop("PostgreSQL", None)
         run.cpu_all["generator"] = per["generator"]
+        run.delivered = sent / (wall + drained) if wall + drained else 0.0
         run.notes.append(f"PSS sum {sampler.peak_pss_kb / 1024:.0f} MB, smtpd VmHWM sum {smtpd_hwm:.0f} MB; "
                          f"queue drained {drained:.1f} s after the run"
                          + (f" ({left} files still queued)" if left else "")
@@ -671,6 +673,15 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]], 
         ok = mine <= 0.5 * theirs
         print(f"  [{'PASS' if ok else 'FAIL'}] {mode}: relay + PostgreSQL CPU per message <= 0.5 x all of Postfix's "
               f"processes (queue drained): {mine:.2f} vs {theirs:.2f} ms ({mine / theirs:.2f}x)")
+    for mode in modes:
+        relay, ref = results.get((mode, RELAY)), results.get((mode, POSTFIX))
+        if relay and ref:  # Postfix's acceptance runs ahead of its deliveries, most with large messages
+            accepted, delivered = _mean([r.rate for r in ref]), _mean([r.delivered for r in ref])
+            rate = _mean([r.rate for r in relay])
+            print(f"  [info] {mode}: Postfix accepted {accepted:.1f} msgs/s and delivered {delivered:.1f} msgs/s "
+                  f"(until its queue was empty); relay (delivered before its reply) {rate:.1f}: "
+                  f"{rate / accepted if accepted else 0:.2f}x accepted, {rate / delivered if delivered else 0:.2f}x "
+                  "delivered")
     for mode in modes:
         for target in targets:
             runs = results.get((mode, target.name))
