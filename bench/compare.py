@@ -474,7 +474,7 @@ def main() -> None:
 
         pg = EmbeddedPostgres(folder / "pg")  # durable: a real commit per message
         pg.start()
-        CPU.roots["PostgreSQL"] = lambda: [pg.process.pid] if pg is not None else []
+        CPU.roots["PostgreSQL"] = lambda: [pg.process.pid] if pg is not None and pg.process is not None else []
 
         async def create_db() -> None:
             conn = await asyncpg.connect(pg.dsn("postgres"))
@@ -664,20 +664,20 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]], 
 
     print("\nissue #17 targets (CPU per message holds on a busy machine; msgs/s only on a quiet one):")
     for mode in modes:
-        relay, ref = results.get((mode, RELAY)), results.get((mode, POSTFIX))
-        if not relay or not ref:
+        relay_runs, ref_runs = results.get((mode, RELAY)), results.get((mode, POSTFIX))
+        if not relay_runs or not ref_runs:
             print(f"  [n/a ] {mode}: relay + PostgreSQL CPU per message vs Postfix's "
                   f"({postfix_error or 'no Postfix result'})")
             continue
-        mine, theirs = _mean([r.server_ms() for r in relay]), _mean([r.server_ms() for r in ref])
+        mine, theirs = _mean([r.server_ms() for r in relay_runs]), _mean([r.server_ms() for r in ref_runs])
         ok = mine <= 0.5 * theirs
         print(f"  [{'PASS' if ok else 'FAIL'}] {mode}: relay + PostgreSQL CPU per message <= 0.5 x all of Postfix's "
               f"processes (queue drained): {mine:.2f} vs {theirs:.2f} ms ({mine / theirs:.2f}x)")
     for mode in modes:
-        relay, ref = results.get((mode, RELAY)), results.get((mode, POSTFIX))
-        if relay and ref:  # Postfix's acceptance runs ahead of its deliveries, most with large messages
-            accepted, delivered = _mean([r.rate for r in ref]), _mean([r.delivered for r in ref])
-            rate = _mean([r.rate for r in relay])
+        relay_runs, ref_runs = results.get((mode, RELAY)), results.get((mode, POSTFIX))
+        if relay_runs and ref_runs:  # Postfix's acceptance runs ahead of its deliveries, most with large messages
+            accepted, delivered = _mean([r.rate for r in ref_runs]), _mean([r.delivered for r in ref_runs])
+            rate = _mean([r.rate for r in relay_runs])
             print(f"  [info] {mode}: Postfix accepted {accepted:.1f} msgs/s and delivered {delivered:.1f} msgs/s "
                   f"(until its queue was empty); relay (delivered before its reply) {rate:.1f}: "
                   f"{rate / accepted if accepted else 0:.2f}x accepted, {rate / delivered if delivered else 0:.2f}x "
