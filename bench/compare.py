@@ -9,15 +9,19 @@ whose rate limit, daily cap and credits do not interfere, `relay serve` (its per
 limit raised so that it does not interfere either), and a bare aiosmtpd 1.4.6
 server (bench/smtp_bench.py's). Then it runs the matrix, alternating targets within each round:
 
-  * 2 KB messages, N concurrent authenticated clients (aiosmtplib, bench/smtp_bench.py's load
-    generator), a new connection per message and connection reuse: Postfix, bare aiosmtpd,
-    smtp-sink, relay;
+  * 2 KB messages, N concurrent authenticated clients (bench/rawclient.py's lean client in
+    --generators processes of their own, or aiosmtplib in this process with --generator
+    aiosmtplib), a new connection per message and connection reuse, for --seconds or --messages:
+    Postfix, bare aiosmtpd, smtp-sink, relay;
   * 20 concurrent 9.5 MiB messages, one reused connection per client, with a raw SMTP client
     (bench/rawclient.py): Postfix, bare aiosmtpd, relay.
 
-It prints a line per run, then a table (best round of each: msgs/s, p50/p99 latency, the server's
-peak RSS, ratio to Postfix) and the issue's targets with PASS/FAIL. Everything stops at the end,
-the private Postfix included. Only 127.0.0.1 is used.
+It prints a line per run with the CPU per message of every process (the generator, the server:
+for Postfix all its processes, measured again once its queue is empty, the sink, relay's
+PostgreSQL, this script), then a table (means of the rounds: msgs/s, p50/p99 latency, the server's
+peak RSS, ratio to Postfix, CPU per message), issues 17's and 6's targets with PASS/FAIL, and what
+PostgreSQL wrote per relay message (bench/pgstats.py). docs/performance.md explains the figures.
+Everything stops at the end, the private Postfix included. Only 127.0.0.1 is used.
 
     sudo /tmp/venv/bin/python bench/compare.py [--rounds 2] [--seconds 10] [--skip-large]
 
