@@ -9,7 +9,6 @@ is ever relayed anywhere: a recipient no route (and no claimant) takes is refuse
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 import uuid
@@ -22,7 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from relay import hygiene
 from relay.channels.base import Endpoint, ServerContext
-from relay.channels.smtp import RelaySMTP, SmtpChannel, SmtpHandler
+from relay.channels.smtp import DataTimeout, RelaySMTP, SmtpChannel, SmtpHandler
 from relay.config import parse_listen
 from relay.errors import ListenError, StoreUnavailable
 from relay.inbound import claims, deliver, payload, replies
@@ -30,7 +29,7 @@ from relay.inbound.claims import Claimant
 from relay.inbound.config import InboundConfig
 from relay.inbound.log import InboundRecord
 from relay.inbound.routes import Route, first_match
-from relay.limits import AuthThrottle
+from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outbound import ssrf
 from relay.outbound.client import HttpClient
 from relay.store.store import Store
@@ -94,13 +93,14 @@ class InboundHandler(SmtpHandler):
         cfg: InboundConfig = ctx.cfg.inbound
         # no AUTH here: the throttle is SmtpHandler's and stays unused
         super().__init__(ctx.pipeline, hostname=cfg.hostname or ctx.cfg.smtp.hostname,
-                         max_message_bytes=cfg.max_message_bytes, throttle=AuthThrottle(1, 1))
+                         max_message_bytes=cfg.max_message_bytes, throttle=AuthThrottle(1, 1),
+                         data_timeout=cfg.data_timeout_seconds,
+                         connection_limit=ConnectionLimit(cfg.max_connections_per_client))
         self.cfg = cfg
         self.store = ctx.store
         self.client = client
         self.claimants = claimants
         self.routes = RouteCache(ctx.store, cfg.route_cache_seconds)
-        self.per_client: collections.Counter[str] = collections.Counter()
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -232,37 +232,11 @@ class InboundSMTP(RelaySMTP):
 
     def __init__(self, handler: InboundHandler, **kwargs: Any) -> None:
         super().__init__(handler, auth_required=False, auth_exclude_mechanism=["LOGIN", "PLAIN"], **kwargs)
-        self.refused = False
-        self.client_ip = ""
 
     @property
     def tls_active(self) -> bool:
         """Did the client switch to TLS (STARTTLS)?"""
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Refuse a client address over its connection limit before aiosmtpd sees the connection."""
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        counts = self.channel.per_client
-        if counts[self.client_ip] >= self.channel.cfg.max_connections_per_client:
-            self.refused = True
-            RCPT_REFUSED.labels("connection-limit").inc()
-            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")  # type: ignore[attr-defined]
-            transport.close()
-            return
-        counts[self.client_ip] += 1
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        """Release the client's slot (a refused connection never took one)."""
-        if self.refused:
-            return
-        counts = self.channel.per_client
-        counts[self.client_ip] -= 1
-        if counts[self.client_ip] <= 0:
-            del counts[self.client_ip]
-        super().connection_lost(error)
 
     async def smtp_AUTH(self, arg: str | None) -> None:
         """No AUTH on the inbound listener."""
@@ -277,8 +251,8 @@ class InboundSMTP(RelaySMTP):
                     MESSAGES.labels("oversize").inc()
                     await self.push("552 5.3.4 message size exceeds the fixed maximum message size")
                     return
-        # RelaySMTP's SIZE check is the submission pipeline's (550); aiosmtpd's own is ours now
-        await super(RelaySMTP, self).smtp_MAIL(arg)
+        # RelaySMTP's own SIZE check applies to authenticated (submission) sessions only
+        await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read with the submission reader, POST to the routes, answer with the worst verdict."""
@@ -295,7 +269,13 @@ class InboundSMTP(RelaySMTP):
         self.in_data = True
         try:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            data, bare, _dotted = await self._read_data()
+            try:
+                data, bare, _dotted = await self._read_data()
+            except DataTimeout:
+                # as on the submission listener: nothing was posted, the client hears why and is closed
+                self.close_after_reply = True
+                await self.push(f"421 4.4.2 {self.hostname} Error: DATA timeout exceeded, closing connection")
+                return
             self._reset_timeout()
             # the POSTs and their log rows run to the end even if the client hangs up meanwhile
             reply = await asyncio.shield(self.channel.receive(self, data, bare))
