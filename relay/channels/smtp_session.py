@@ -154,14 +154,18 @@ class SmtpSession(asyncio.Protocol):
 
     # input -------------------------------------------------------------------------------
 
-    async def _wait_input(self, deadline: float | None = None, *, idle: bool = True) -> None:
-        """Wait for more bytes; replies so far go out first. The idle timer runs meanwhile."""
+    async def _wait_input(self, deadline: float | None = None, *, idle: bool = True,
+                          idle_at: float | None = None) -> None:
+        """Wait for more bytes; replies so far go out first. The idle timer runs meanwhile: from
+        now, or from idle_at (a command line must be complete within one idle period)."""
         self.flush()
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(self.idle_timeout, self._idle_timeout) if idle else None
+        if idle_at is None:
+            idle_at = self._loop.time() + self.idle_timeout
+        timer = self._loop.call_at(idle_at, self._idle_timeout) if idle else None
         try:
             if deadline is None:
                 await waiter
@@ -184,6 +188,7 @@ class SmtpSession(asyncio.Protocol):
         (the whole line was read and dropped)."""
         too_long = False
         searched = 0
+        idle_at: float | None = None
         while True:
             end = self._buffer.find(b"\n", searched)
             if end >= 0:
@@ -199,7 +204,9 @@ class SmtpSession(asyncio.Protocol):
             searched = len(self._buffer)
             if self._eof:
                 return None
-            await self._wait_input()
+            if idle_at is None:  # a trickle of bytes without a line end does not restart the timer
+                idle_at = self._loop.time() + self.idle_timeout
+            await self._wait_input(idle_at=idle_at)
 
     async def read(self, n: int, deadline: float | None = None) -> bytes:
         """Up to n buffered bytes, waiting for some (b'' at end of input); TimeoutError after deadline."""
