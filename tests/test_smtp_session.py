@@ -212,3 +212,47 @@ async def test_a_trickled_command_line_does_not_hold_the_idle_timer(db_dsn, stor
         assert reply.startswith("421 4.4.2") and "timeout" in reply
         assert asyncio.get_running_loop().time() - started < 3
         assert await raw.closed()
+
+
+def test_starttls_and_pipelining_on_uvloop_the_servers_loop(certs, ca) -> None:  # noqa: F811
+    """relay serve runs on uvloop: the session's start_tls and its buffer work there too."""
+    import ssl
+
+    import uvloop
+
+    from relay.channels.smtp_session import SmtpSession
+
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs["cert"], certs["key"])
+
+    async def scenario() -> list[str]:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: SmtpSession(hostname="relay.test", idle_timeout=5, max_message_bytes=1000,
+                                tls_context=server_tls), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            raw = await Raw.open(port)
+            got = [await raw.cmd("EHLO client.test"), await raw.cmd(b"STARTTLS\r\nBOGUS\r\n")]
+            await raw.writer.start_tls(client_context(ca), server_hostname="relay.test")
+            raw.writer.write(b"EHLO client.test\r\nNOOP\r\nQUIT\r\n")  # pipelined, inside TLS
+            got += [await raw.reply(), await raw.reply(), await raw.reply()]
+            got.append("closed" if await raw.closed() else "open")
+            return got
+        finally:
+            server.close()
+
+    ehlo, starttls, ehlo_tls, noop, quit_, closed = uvloop.run(scenario())
+    assert "STARTTLS" in ehlo and starttls.startswith("220")
+    assert ehlo_tls.startswith("250-relay.test") and "STARTTLS" not in ehlo_tls
+    assert (noop, quit_, closed) == ("250 OK\r\n", "221 Bye\r\n", "closed")
+
+
+async def test_commands_sent_before_a_half_close_are_answered(relay: LiveRelay) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"EHLO client.test\r\nNOOP\r\nQUIT\r\n")
+    writer.write_eof()
+    raw = Raw(reader, writer)
+    replies = [await raw.reply() for _ in range(4)]
+    assert replies[0].startswith("220") and replies[1].startswith("250-relay.test")
+    assert replies[2:] == ["250 OK\r\n", "221 Bye\r\n"]
+    assert await raw.closed()

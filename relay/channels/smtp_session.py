@@ -122,10 +122,11 @@ class SmtpSession(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        """The client stopped sending: what is buffered is still read, then the session ends."""
+        """The client stopped sending: what is buffered is still answered, then the session ends
+        (a TLS transport cannot stay half-open: it closes at once)."""
         self._eof = True
         self._wake()
-        return False
+        return not self.tls_active
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection is gone: end the session (a send already admitted finishes on its own)."""
