@@ -43,7 +43,8 @@ def test_paths_are_parsed(arg: str, expected: tuple[str, str]) -> None:
 @pytest.mark.parametrize("arg", [
     "", "<", "<a@b.test", "<not an address>", "<a@b.test>SIZE=1", "<a..b@c.test>", "<.a@c.test>",
     "<a@b..test>", "<a@>", "<a@b c.test>", '<"unclosed@b.test>', "<a(comment)@b.test>", "<a@b.test,c@d.test>",
-    "<a@[1.2.3.4>", "<@relay.one a@b.test>", "<a\x00b@c.test>",
+    "<a@[1.2.3.4>", "<@relay.one a@b.test>", "<a\x00b@c.test>", "<a\tb@c.test>",
+    b"<\xff\xfe@dest.test>".decode("utf-8", "surrogateescape"),  # not UTF-8: as the session decodes it
 ])
 def test_malformed_paths_are_refused(arg: str) -> None:
     assert parse_path(arg) is None
@@ -161,6 +162,7 @@ async def test_protocol_corners(relay: LiveRelay) -> None:
     assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("503")  # nested
     assert (await raw.cmd("RCPT TO:<a@dest.test> NOTIFY=NEVER")).startswith("555")
     assert (await raw.cmd("RCPT TO:<a@dest.test")).startswith("553 5.1.3")
+    assert (await raw.cmd(b"RCPT TO:<\xff\xfe@dest.test>\r\n")).startswith("553 5.1.3")  # not UTF-8
     assert (await raw.cmd("RSET")).startswith("250")
     assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("503")  # RSET ended the transaction
     assert (await raw.cmd("QUIT")).startswith("221")

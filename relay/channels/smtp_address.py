@@ -101,7 +101,7 @@ def parse_path(arg: str) -> tuple[str, str] | None:
     kept quoted only when it needs to be. Memoized: senders repeat.
     """
     text = arg.strip()
-    if not text:
+    if not text or not text.isprintable():  # controls, and bytes that were not UTF-8 (surrogates)
         return None
     if text.startswith("<"):
         i = 1

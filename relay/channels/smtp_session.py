@@ -231,7 +231,8 @@ class SmtpSession(asyncio.Protocol):
 
     def _reply(self, status: str | bytes) -> None:
         """Queue one reply; written at the next flush. After close_after_reply, flush and close."""
-        self._out.append((status.encode() if isinstance(status, str) else status) + b"\r\n")
+        # (an address echoed back may hold undecodable bytes, kept as surrogates: never an error here)
+        self._out.append((status.encode("utf-8", "replace") if isinstance(status, str) else status) + b"\r\n")
         if self.close_after_reply:
             self.close()
 
