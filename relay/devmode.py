@@ -46,6 +46,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+DEV_INBOUND_LISTEN = "127.0.0.1:2526"
+
+
 def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     """`relay dev`'s local settings on top of the loaded config.
 
@@ -62,6 +65,12 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     cfg = cfg.replace("smtp", listen=smtp_listen, allow_plaintext_auth=plaintext,
                       hostname=cfg.smtp.hostname if "smtp.hostname" in explicit else DEV_HOSTNAME)
     cfg = cfg.replace("http", listen=cfg.http.listen if "http.listen" in explicit else DEV_HTTP_LISTEN)
+    cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
+    # the inbound listener on 2526 beside the defaults; a user who placed SMTP elsewhere (two instances
+    # side by side) places inbound too, or has none
+    inbound = (cfg.inbound.listen if "inbound.listen" in explicit
+               else "" if "smtp.listen" in explicit else DEV_INBOUND_LISTEN)
+    cfg = cfg.replace("inbound", listen=inbound, allow_private_targets=True)
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -85,6 +94,8 @@ def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, 
         elif bound.name == "http":
             scheme = "https" if cfg.http.tls_cert else "http"
             lines.append(f"  HTTP     {scheme}://{_address(bound)}/v1/send  (Authorization: Bearer <key>)")
+        elif bound.name == "inbound":
+            lines.append(f"  inbound  {_address(bound)}  (mail for `relay route add` routes, POSTed to your app)")
     sender = f"demo@{DEV_SENDER_DOMAIN}"
     lines += [
         f"  upstream {cfg.upstream.url} (every accepted message lands there)",

@@ -49,6 +49,8 @@ SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
     Outcome.TEMPORARY: (451, "4.3.0", "temporary failure, try again later"),
     Outcome.IDEMPOTENCY_MISMATCH: (550, "5.7.0", "{reason}"),
     Outcome.IDEMPOTENCY_IN_FLIGHT: (451, "4.7.0", "{reason}, try again later"),
+    # issue 13: every recipient was put on the suppression list after its RCPT TO was answered
+    Outcome.SUPPRESSED: (550, "5.1.1", "{reason}; nothing was sent or charged"),
 }
 TEMPORARY_REPLY = "451 4.3.0 temporary failure, try again later"
 _MAX_REPLY_TEXT = 400
@@ -127,6 +129,10 @@ class SmtpHandler:
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
         if problem:
             return smtp_reply(metrics.counted("smtp", problem))
+        txn: Transaction = envelope.txn
+        reason = self.pipeline.suppression(txn.principal, address)
+        if reason is not None:
+            return f"550 5.1.1 <{address}>: recipient is on the suppression list ({reason})"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -370,7 +376,7 @@ class RelaySMTP(SmtpSession):
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
             from_display_addresses=facts.from_display_addresses,
             data=prepared, has_body=has_body, size=size,
-            idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
+            idempotency_key=facts.idempotency_key, fingerprint=fingerprint, subject=facts.subject,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
             body_8bit=self.envelope.body_8bit, smtputf8=self.envelope.smtp_utf8,

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relay.commands import domain
+from relay.commands import domain, events, route
 
-MODULES: tuple[ModuleType, ...] = (domain,)
+MODULES: tuple[ModuleType, ...] = (events, route, domain)
