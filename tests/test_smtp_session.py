@@ -258,3 +258,28 @@ async def test_commands_sent_before_a_half_close_are_answered(relay: LiveRelay) 
     assert replies[0].startswith("220") and replies[1].startswith("250-relay.test")
     assert replies[2:] == ["250 OK\r\n", "221 Bye\r\n"]
     assert await raw.closed()
+
+
+async def test_a_client_that_never_reads_is_closed(db_dsn, store, peer) -> None:
+    async with running(db_dsn, store, peer, idle_timeout_seconds=0.5, max_commands=10_000_000) as live:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies pile up on the server
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", live.port))
+        _reader, writer = await asyncio.open_connection(sock=sock)
+        started = loop.time()
+        outcome = "still open"
+        try:  # keep asking for replies, never read one: the server must give up on this client
+            while loop.time() < started + 12:
+                writer.write(b"EHLO client.test\r\n" * 100)
+                await asyncio.wait_for(writer.drain(), started + 12 - loop.time())
+        except ConnectionError:
+            outcome = "closed"
+        except TimeoutError:
+            outcome = "stuck"
+        assert outcome == "closed"
+        assert loop.time() - started < 10
+        writer.close()
+        from tests.conftest import eventually
+        await eventually(lambda: not live.server.channel("smtp").handler.connections, what="the session ended")

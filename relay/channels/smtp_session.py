@@ -33,6 +33,7 @@ AUTH_LIMIT = 12288  # RFC 4954 4: an AUTH line or a response to a challenge
 BOGUS_LIMIT = 5  # unrecognized commands before the session is ended
 _HIGH_WATER = 1 << 19  # stop reading from the socket while this much input waits
 PROXY_TIMEOUT = 5.0
+_OUT_BATCH = 1 << 16  # replies held back for one write at most
 
 
 @dataclass
@@ -101,6 +102,7 @@ class SmtpSession(asyncio.Protocol):
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._write_paused: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -232,21 +234,32 @@ class SmtpSession(asyncio.Protocol):
     def _reply(self, status: str | bytes) -> None:
         """Queue one reply; written at the next flush. After close_after_reply, flush and close."""
         # (an address echoed back may hold undecodable bytes, kept as surrogates: never an error here)
-        self._out.append((status.encode("utf-8", "replace") if isinstance(status, str) else status) + b"\r\n")
+        line = (status.encode("utf-8", "replace") if isinstance(status, str) else status) + b"\r\n"
+        self._out.append(line)
+        self._out_bytes += len(line)
         if self.close_after_reply:
             self.close()
 
     async def push(self, status: str | bytes) -> None:
         """Send a reply (batched with the others until the session waits for input)."""
         self._reply(status)
+        if self._out_bytes > _OUT_BATCH:  # a long pipelined burst: its replies go out as they come
+            self.flush()
         if self._write_paused is not None and not self._write_paused.done():
             self.flush()
-            await self._write_paused
+            try:  # a client that sends but never reads is idle too
+                async with asyncio.timeout(self.idle_timeout):
+                    await asyncio.shield(self._write_paused)
+            except TimeoutError:
+                log.info("SMTP client %s read no replies for %.0f s; closing", self.peer_ip, self.idle_timeout)
+                if self.transport is not None:
+                    self.transport.abort()
+                raise ConnectionResetError("client does not read") from None
 
     def flush(self) -> None:
         """Write the queued replies, as one write."""
         if self._out:
-            out, self._out = self._out, []
+            out, self._out, self._out_bytes = self._out, [], 0
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
