@@ -14,6 +14,7 @@ submission path's upstream (bench/smtp_bench.py's), and one `relay serve` with b
     in flight (issue 12's target: under 1.2 x bytes in flight + 64 MB).
 
     python bench/inbound_bench.py [--clients 10] [--seconds 10] [--rounds 2] [--size 2048] [--skip-large]
+                                  [--install-smtp-sink]
 
 Needs the PostgreSQL server binaries (as `relay dev` does). Sends only to 127.0.0.1.
 """
@@ -158,9 +159,11 @@ async def inbound_outcomes(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("SELECT outcome, count(*) AS n FROM inbound_log GROUP BY outcome ORDER BY outcome")
+        why = await conn.fetch("SELECT DISTINCT response_text FROM inbound_log WHERE outcome <> 'delivered' LIMIT 3")
     finally:
         await conn.close()
-    return ", ".join(f"{r['outcome']} {r['n']}" for r in rows) or "none"
+    summary = ", ".join(f"{r['outcome']} {r['n']}" for r in rows) or "none"
+    return summary + "".join(f"\n  not delivered: {r['response_text']}" for r in why)
 
 
 def main() -> None:
@@ -172,6 +175,8 @@ def main() -> None:
     parser.add_argument("--large-clients", type=int, default=20)
     parser.add_argument("--large-per-client", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--install-smtp-sink", action="store_true",
+                        help="install Postfix (for smtp-sink) with apt-get when missing, as bench/compare.py does")
     parser.add_argument("--child", choices=["app", "sink"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,6 +220,8 @@ def main() -> None:
         procs.append(relay_proc)
         targets: dict[str, tuple[int, int]] = {INBOUND: (inbound_port, relay_proc.pid),
                                                SUBMISSION: (smtp_port, relay_proc.pid)}
+        if args.install_smtp_sink:
+            print(postfix_setup.ensure_installed(), flush=True)
         if Path(postfix_setup.SMTP_SINK).exists():
             sink_ref_port = smtp_bench.free_port()
             sink_proc = postfix_setup.start_sink(sink_ref_port)
@@ -228,7 +235,8 @@ def main() -> None:
         data = smtp_bench.make_message(sender, args.size)
         results: dict[str, list[tuple[float, float, float, int]]] = {}
         for round_ in range(args.rounds):
-            for name, (port, _pid) in targets.items():
+            for name, (port, pid) in targets.items():
+                cpu_before = smtp_bench.cpu_seconds(pid)
                 started = time.perf_counter()
                 if name == SUBMISSION:
                     sent, failed, lat = asyncio.run(smtp_bench.load(port, key, sender, args.clients, args.seconds,
@@ -237,18 +245,21 @@ def main() -> None:
                     sent, failed, lat = asyncio.run(load_plain(port, "sender@example.org", "app@inbound.bench",
                                                                args.clients, args.seconds, data))
                 rate = sent / (time.perf_counter() - started)
+                cpu_ms = (smtp_bench.cpu_seconds(pid) - cpu_before) / max(sent, 1) * 1000
                 lat.sort()
                 p50, p99 = smtp_bench.percentile(lat, 50), smtp_bench.percentile(lat, 99)
-                results.setdefault(name, []).append((rate, p50, p99, failed))
+                results.setdefault(name, []).append((rate, p50, p99, failed, cpu_ms))
                 print(f"round {round_ + 1} {name:17} {rate:8.1f} msg/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
-                      f"failures {failed}  ({compare.load_average()})", flush=True)
+                      f"server CPU {cpu_ms:5.2f} ms/msg  failures {failed}  ({compare.load_average()})", flush=True)
         print(f"\n{args.clients} clients reusing a connection, {args.size}-byte messages, {args.seconds:g}s per run, "
               f"{args.rounds} rounds alternating; best round shown; {compare.machine()}")
-        print(f"{'target':17} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs submission':>14}")
+        print("(server CPU: the listening process's own CPU time per message; the app, the sink and PostgreSQL "
+              "run in other processes; on a loaded machine it is the steadier comparison)")
+        print(f"{'target':17} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/msg':>11} {'vs submission':>14}")
         submission_best = max(r[0] for r in results[SUBMISSION])
         for name in targets:
-            rate, p50, p99, _ = max(results[name])
-            print(f"{name:17} {rate:8.1f} {p50:8.1f} {p99:8.1f} {rate / submission_best:13.2f}x")
+            rate, p50, p99, _, cpu_ms = max(results[name])
+            print(f"{name:17} {rate:8.1f} {p50:8.1f} {p99:8.1f} {cpu_ms:11.2f} {rate / submission_best:13.2f}x")
         inbound_best = max(r[0] for r in results[INBOUND])
         print(f"target: inbound msgs/s >= submission msgs/s: "
               f"{'PASS' if inbound_best >= submission_best else 'FAIL'} ({inbound_best:.1f} vs {submission_best:.1f})")

@@ -12,6 +12,7 @@ from relay.config import Config, parse_listen
 
 DEV_SMTP_LISTEN = "127.0.0.1:2525"
 DEV_HTTP_LISTEN = "127.0.0.1:8025"
+DEV_INBOUND_LISTEN = "127.0.0.1:2526"
 DEV_HOSTNAME = "localhost"
 DEV_ACCOUNT = "demo"
 DEV_SENDER_DOMAIN = "example.com"
@@ -66,11 +67,13 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
                       hostname=cfg.smtp.hostname if "smtp.hostname" in explicit else DEV_HOSTNAME)
     cfg = cfg.replace("http", listen=cfg.http.listen if "http.listen" in explicit else DEV_HTTP_LISTEN)
     cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
-    # the inbound listener on 2526 beside the defaults; a user who placed SMTP elsewhere (two instances
-    # side by side) places inbound too, or has none
-    inbound = (cfg.inbound.listen if "inbound.listen" in explicit
-               else "" if "smtp.listen" in explicit else DEV_INBOUND_LISTEN)
-    cfg = cfg.replace("inbound", listen=inbound, allow_private_targets=True)
+    # the inbound listener, POSTing to apps on this machine: on 2526, or beside a listen address the user
+    # chose for SMTP (same host, any free port: two dev instances side by side must not collide)
+    inbound_listen = DEV_INBOUND_LISTEN if "smtp.listen" not in explicit else \
+        f"{smtp_listen.rpartition(':')[0]}:0"
+    cfg = cfg.replace("inbound", listen=cfg.inbound.listen if "inbound.listen" in explicit else inbound_listen,
+                      allow_private_targets=cfg.inbound.allow_private_targets
+                      if "inbound.allow_private_targets" in explicit else True)
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 

@@ -56,21 +56,30 @@ class Inbound:
                            **options: Any) -> tuple[int, bytes, dict[str, tuple[int, bytes]]]:
         """Send with smtplib in a thread: (DATA code, DATA text, refused recipients)."""
         def run() -> tuple[int, bytes, dict[str, tuple[int, bytes]]]:
-            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
-                client.ehlo("sender.test")
-                code, text = client.mail(sender, options.get("mail_options", []))
-                if code != 250:
-                    return code, text, {}
-                refused = {}
-                for rcpt in recipients:
-                    rcode, rtext = client.rcpt(rcpt)
-                    if rcode != 250:
-                        refused[rcpt] = (rcode, rtext)
-                if len(refused) == len(recipients):
-                    return 0, b"", refused
-                body = data.encode() if isinstance(data, str) else data
-                code, text = client.data(body)
-                return code, text, refused
+            client = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+            try:
+                return transaction(client)
+            finally:
+                with contextlib.suppress(smtplib.SMTPException, OSError):  # a draining server says 421
+                    client.quit()
+                client.close()
+
+        def transaction(client: smtplib.SMTP) -> tuple[int, bytes, dict[str, tuple[int, bytes]]]:
+            client.ehlo("sender.test")
+            code, text = client.mail(sender, options.get("mail_options", []))
+            if code != 250:
+                return code, text, {}
+            refused = {}
+            for rcpt in recipients:
+                rcode, rtext = client.rcpt(rcpt)
+                if rcode != 250:
+                    refused[rcpt] = (rcode, rtext)
+            if len(refused) == len(recipients):
+                return 0, b"", refused
+            body = data.encode() if isinstance(data, str) else data
+            code, text = client.data(body)
+            return code, text, refused
+
         return await asyncio.to_thread(run)
 
 

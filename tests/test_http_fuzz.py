@@ -96,9 +96,14 @@ async def test_any_body_is_answered_without_5xx_and_refusals_move_nothing(
     balance = await api.relay.balance(tenant)
     relayed = len(api.relay.peer.messages)
     response = await api.send(tenant.key, content=body)
-    assert response.status_code < 500, (response.status_code, response.text)
+    doc = response.json() if response.status_code != 500 else {}
+    if response.status_code == 502:
+        # an internationalized address is valid (RFC 6531), and this upstream does not offer SMTPUTF8:
+        # the one 5xx allowed is the upstream's refusal, nothing relayed, the charge refunded
+        assert doc["code"] == "RELAY_FAILED" and "5.6.7" in doc["error"], doc
+    else:
+        assert response.status_code < 500, (response.status_code, response.text)
     event(f"HTTP {response.status_code}")  # --hypothesis-show-statistics: how often each answer came
-    doc = response.json()
     if response.status_code in (200, 202):
         assert doc["ok"] is True and doc["status"] in ("sent", "queued")
         [got] = api.relay.peer.messages[relayed:]

@@ -215,3 +215,17 @@ async def test_signing_secret_is_made_once(store) -> None:
     _route, again, made = await store.create_route(account.id, "*@x.test", "https://8.8.8.8/")
     assert (again, made) == (secret, False)
     assert await store.active_signing_secrets([account.id, 999]) == {account.id: [secret]}
+
+
+async def test_retention_removes_old_inbound_log_rows(store) -> None:
+    from relay.inbound.log import InboundRecord
+    rows = [InboundRecord(account_id=1, route_id="rt_x", url="https://8.8.8.8/", recipients=("a@x.test",), sender="",
+                          remote_ip="127.0.0.1", size_bytes=10, http_status=200, response_text="", smtp_reply="250",
+                          outcome="delivered", duration_ms=1) for _ in range(5)]
+    await store.record_inbound(rows)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE inbound_log SET created_at = now() - interval '100 days' WHERE id = ANY($1)",
+                           [r.id for r in rows[:3]])
+    removed = await store.cleanup(keep_bodies_hours=0, log_days=90, batch=2)
+    assert removed["inbound_log"] == 3
+    assert {r.id for r in await store.inbound_logs()} == {r.id for r in rows[3:]}

@@ -221,3 +221,11 @@ def test_raw_headers() -> None:
         "Content-Type": "message/rfc822", "X-Relay-Envelope-From": "a@x.test",
         "X-Relay-Envelope-To": "b@y.test, c@y.test", "X-Relay-Helo-Domain": "mx.x.test",
         "X-Relay-Remote-Ip": "198.51.100.7", "X-Relay-Tls": "false"}
+
+
+def test_header_values_survive_http() -> None:
+    assert payload.header_value("plain@x.test, b@y.test") == "plain@x.test, b@y.test"
+    assert payload.header_value("josé@x.test") == "jos%C3%A9@x.test"
+    assert payload.header_value("100%@x.test") == "100%25@x.test"
+    from urllib.parse import unquote
+    assert unquote(payload.header_value("ünï 100% <é>")) == "ünï 100% <é>"

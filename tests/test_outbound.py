@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 import time
@@ -179,7 +180,7 @@ async def test_each_status_comes_back(code: int) -> None:
         got = target.received[0]
         assert got.method == "POST" and got.body == b"payload"
         assert got.headers["content-type"] == "application/json" and got.headers["x-test"] == "1"
-        assert got.headers["user-agent"] == "relay"
+        assert got.headers["user-agent"] == "relay" and got.headers["accept-encoding"] == "identity"
         assert result.elapsed > 0 and result.url == target.url(f"/status/{code}?text=hello+{code}")
 
 
@@ -312,3 +313,56 @@ async def test_https_wrong_host_name(ca: trustme.CA, tmp_path: object) -> None:
             result = await client.post(target.url("/status/200", host="localhost"), b"x", {}, timeout=5)
             assert (result.status, result.error) == (0, ErrorKind.TLS)
             assert target.received == []
+
+
+async def _hang_up_on_second_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers the first request of a connection (keep-alive), then closes on the next one unanswered:
+    what an app does when its idle timeout ends just as a pooled connection is reused."""
+    served = 0
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            if served:
+                return
+            served += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
+    finally:
+        writer.close()
+
+
+async def test_a_pooled_connection_closed_by_the_app_is_retried_once_on_a_new_one() -> None:
+    server = await asyncio.start_server(_hang_up_on_second_request, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with HttpClient(OPEN, limit_per_host=1) as client:
+            url = f"http://127.0.0.1:{port}/"
+            assert (await client.post(url, b"one", {}, timeout=5)).status == 200
+            second = await client.post(url, b"two", {}, timeout=5)  # the pooled connection dies unanswered
+            assert (second.status, second.error) == (200, None)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_app_that_always_hangs_up_is_unreachable() -> None:
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(rude, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with HttpClient(OPEN) as client:
+            result = await client.post(f"http://127.0.0.1:{port}/", b"x", {}, timeout=5)
+            assert (result.status, result.error) == (0, ErrorKind.UNREACHABLE)
+            assert "without answering" in result.detail
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -10,7 +10,6 @@ is ever relayed anywhere: a recipient no route (and no claimant) takes is refuse
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import ssl
 import time
@@ -31,7 +30,7 @@ from relay.inbound.claims import Claimant
 from relay.inbound.config import InboundConfig
 from relay.inbound.log import InboundRecord
 from relay.inbound.routes import Route, first_match
-from relay.limits import AuthThrottle
+from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outbound import ssrf
 from relay.outbound.client import HttpClient
 from relay.store.store import Store
@@ -95,13 +94,14 @@ class InboundHandler(SmtpHandler):
         cfg: InboundConfig = ctx.cfg.inbound
         # no AUTH here: the throttle is SmtpHandler's and stays unused
         super().__init__(ctx.pipeline, hostname=cfg.hostname or ctx.cfg.smtp.hostname,
-                         max_message_bytes=cfg.max_message_bytes, throttle=AuthThrottle(1, 1))
+                         max_message_bytes=cfg.max_message_bytes, throttle=AuthThrottle(1, 1),
+                         data_timeout=cfg.data_timeout_seconds,
+                         connection_limit=ConnectionLimit(cfg.max_connections_per_client))
         self.cfg = cfg
         self.store = ctx.store
         self.client = client
         self.claimants = claimants
         self.routes = RouteCache(ctx.store, cfg.route_cache_seconds)
-        self.per_client: collections.Counter[str] = collections.Counter()
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -234,32 +234,6 @@ class InboundSMTP(RelaySMTP):
                  max_commands: int) -> None:
         super().__init__(handler, auth_required=False, tls_context=tls_context, idle_timeout=idle_timeout,
                          max_commands=max_commands)
-        self.refused = False
-        self.client_ip = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Refuse a client address over its connection limit before the session starts."""
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        counts = self.channel.per_client
-        if counts[self.client_ip] >= self.channel.cfg.max_connections_per_client:
-            self.refused = True
-            RCPT_REFUSED.labels("connection-limit").inc()
-            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")  # type: ignore[attr-defined]
-            transport.close()
-            return
-        counts[self.client_ip] += 1
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        """Release the client's slot (a refused connection never took one)."""
-        if self.refused:
-            return
-        counts = self.channel.per_client
-        counts[self.client_ip] -= 1
-        if counts[self.client_ip] <= 0:
-            del counts[self.client_ip]
-        super().connection_lost(error)
 
     async def smtp_AUTH(self, arg: str | None) -> None:
         """No AUTH on the inbound listener."""
@@ -274,8 +248,8 @@ class InboundSMTP(RelaySMTP):
                     MESSAGES.labels("oversize").inc()
                     await self.push("552 5.3.4 message size exceeds the fixed maximum message size")
                     return
-        # RelaySMTP's SIZE check is the submission pipeline's (550): the session's plain MAIL here
-        await super(RelaySMTP, self).smtp_MAIL(arg)
+        # RelaySMTP's own SIZE check applies to authenticated (submission) sessions only
+        await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read with the submission reader, POST to the routes, answer with the worst verdict."""

@@ -28,7 +28,8 @@ def _integer(value: str) -> int:
 async def cmd_route_add(store: Store, args: argparse.Namespace) -> None:
     """Create a route; the first one of an account also makes its signing secret."""
     account = await store.find_account(args.account)
-    policy = ssrf.Policy(allow_private=args.cfg.inbound.allow_private_targets)
+    # --allow-private: the operator vouches for the URL (delivery still needs inbound.allow_private_targets)
+    policy = ssrf.Policy(allow_private=args.cfg.inbound.allow_private_targets or args.allow_private)
     try:
         spec = await check_route(args.match, args.url, format=args.format, priority=args.priority,
                                  oversize_text=args.oversize_text, policy=policy)
@@ -91,6 +92,9 @@ def register(sub: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=["json", "raw"], default="json")
     p.add_argument("--priority", type=_integer, default=0, help="lower is tried first (default 0)")
     p.add_argument("--oversize-text", default=None, help="the text of the 552 reply to mail over the size limit")
+    p.add_argument("--allow-private", action="store_true",
+                   help="accept a URL on a loopback/private address (delivered only where "
+                        "inbound.allow_private_targets is true, as in relay dev)")
     leaf(route, "list", cmd_route_list, "list routes in the order they are tried").add_argument(
         "account", nargs="?")
     leaf(route, "remove", cmd_route_remove, "delete a route").add_argument("route_id")

@@ -18,8 +18,9 @@ class InboundConfig:
     post_timeout_seconds: float = 30.0  # all POSTs of one message, redirects included
     allow_private_targets: bool = False  # route URLs on loopback/private/link-local addresses (dev, tests)
     idle_timeout_seconds: float = 300.0
+    data_timeout_seconds: float = 600.0  # the whole DATA phase (a trickle restarts the idle timer)
     max_commands: int = 1000  # per connection
-    max_connections_per_client: int = 20  # open connections from one client address
+    max_connections_per_client: int = 20  # open connections from one client address (0: no limit)
     route_cache_seconds: float = 1.0  # how long the routes read from the database are reused
     max_connections_per_app: int = 10  # pooled HTTP connections per app host
 
@@ -28,12 +29,15 @@ class InboundConfig:
         positive = {
             "max_message_bytes": self.max_message_bytes, "max_recipients": self.max_recipients,
             "post_timeout_seconds": self.post_timeout_seconds, "idle_timeout_seconds": self.idle_timeout_seconds,
-            "max_commands": self.max_commands, "max_connections_per_client": self.max_connections_per_client,
+            "data_timeout_seconds": self.data_timeout_seconds,
+            "max_commands": self.max_commands,
             "max_connections_per_app": self.max_connections_per_app,
         }
         for key, value in positive.items():
             if value <= 0:
                 return f"inbound.{key}: must be greater than 0, got {value!r}"
+        if self.max_connections_per_client < 0:
+            return "inbound.max_connections_per_client: must be 0 (no limit) or more"
         if self.route_cache_seconds < 0:
             return "inbound.route_cache_seconds: must be 0 or more"
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -17,6 +17,7 @@ from email import errors, policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
+from urllib.parse import quote
 
 from relay import hygiene
 
@@ -199,12 +200,23 @@ def json_body(parsed: dict[str, Any], envelope: Envelope) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
+# Everything printable in ASCII but "%" stays as it is in a header value
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(text: str) -> str:
+    """A header value for any text: UTF-8 percent-encoded (RFC 3986), so an internationalized
+    (SMTPUTF8) address survives HTTP, whose header values are bytes read as Latin-1; an ASCII
+    address without "%" is unchanged. urllib.parse.unquote gives the text back."""
+    return quote(text, safe=_HEADER_SAFE)
+
+
 def raw_headers(envelope: Envelope) -> dict[str, str]:
     """The envelope as request headers for the raw format (the body is the message itself)."""
     return {
         "Content-Type": "message/rfc822",
-        "X-Relay-Envelope-From": envelope.mail_from,
-        "X-Relay-Envelope-To": ", ".join(envelope.recipients),
+        "X-Relay-Envelope-From": header_value(envelope.mail_from),
+        "X-Relay-Envelope-To": header_value(", ".join(envelope.recipients)),
         "X-Relay-Helo-Domain": envelope.helo,
         "X-Relay-Remote-Ip": envelope.remote_ip,
         "X-Relay-Tls": "true" if envelope.tls else "false",

@@ -28,6 +28,7 @@ from relay.outbound import ssrf
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BODY_KEPT = 1024  # the first 1 KB of a response is all any caller records or shows
+KEEPALIVE_SECONDS = 4.0
 
 
 class ErrorKind(StrEnum):
@@ -93,6 +94,8 @@ def _kind_of(error: BaseException) -> ErrorKind:
 def _describe(error: BaseException) -> str:
     if isinstance(error, aiohttp.ClientConnectorError) and isinstance(error.os_error, ssrf.TargetRefused):
         error = error.os_error
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:300]
 
@@ -114,14 +117,18 @@ class HttpClient:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self.limit, limit_per_host=self.limit_per_host,
+                # below the 5 s idle timeout of uvicorn and Node servers: a pooled connection is
+                # dropped by us before the app drops it under a request we are sending
+                keepalive_timeout=KEEPALIVE_SECONDS,
                 resolver=_CheckedResolver(self.policy),
                 ssl=self.ssl_context if self.ssl_context is not None else True,
             )
             # deadlines are ours (asyncio.timeout_at over all hops); no proxy from the environment,
-            # which would connect on our behalf to addresses we never checked
+            # which would connect on our behalf to addresses we never checked; answers uncompressed,
+            # since only their first 1 KB is read and it is read as text
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
-                auto_decompress=False, headers={"User-Agent": self.user_agent},
+                auto_decompress=False, headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
             )
         return self._session
 
@@ -162,7 +169,18 @@ class HttpClient:
 
     async def _once(self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str],
                     deadline: float) -> HttpResult:
-        """One request, no redirect followed; every failure translated into an HttpResult."""
+        """One request, no redirect followed; a pooled connection the app closed just as the request
+        went out (it answered nothing) is retried once on a new connection, within the deadline."""
+        result = await self._attempt(url, body, headers, deadline, retry_stale=True)
+        if result is None:
+            result = await self._attempt(url, body, headers, deadline, retry_stale=False)
+        assert result is not None
+        return result
+
+    async def _attempt(self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str],
+                       deadline: float, *, retry_stale: bool) -> HttpResult | None:
+        """One request; every failure translated into an HttpResult (None: the server hung up
+        without answering, and retry_stale asks to be told so)."""
         try:
             _scheme, host, _port = ssrf.split_target(url)
             ssrf.check_address(host, self.policy)  # literals skip the resolver
@@ -178,6 +196,10 @@ class HttpClient:
                         headers={k.lower(): v for k, v in reversed(list(response.headers.items()))},
                         url=url,
                     )
+        except aiohttp.ServerDisconnectedError as error:
+            if retry_stale:
+                return None
+            return HttpResult(status=0, error=ErrorKind.UNREACHABLE, detail=_describe(error), url=url)
         except (aiohttp.ClientError, OSError, TimeoutError, ssrf.TargetRefused) as error:
             kind = _kind_of(error)
             detail = "no answer before the deadline" if kind is ErrorKind.TIMEOUT else _describe(error)

@@ -15,6 +15,8 @@ _STATEMENTS = {
                 "AND $1::float8 IS NOT NULL LIMIT $2)",
     "idempotency_keys": "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
                         "WHERE created_at < clock_timestamp() - make_interval(secs => $1) LIMIT $2)",
+    "inbound_log": "DELETE FROM inbound_log WHERE id IN (SELECT id FROM inbound_log "
+                   "WHERE created_at < clock_timestamp() - make_interval(secs => $1) LIMIT $2)",
 }
 
 
@@ -26,7 +28,7 @@ class RetentionStore(StoreBase):
         """Retention in batches: bodies of finished messages, old log rows, old counters."""
         removed = dict.fromkeys(_STATEMENTS, 0)
         ages = {"bodies": keep_bodies_hours * 3600, "messages": log_days * 86400, "counters": 0.0,
-                "idempotency_keys": 86400.0}
+                "idempotency_keys": 86400.0, "inbound_log": log_days * 86400}
         for name, sql in _STATEMENTS.items():
             while True:
                 status = await self.pool.execute(sql, ages[name], batch)
