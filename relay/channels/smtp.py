@@ -347,7 +347,7 @@ class RelaySMTP(SmtpSession):
     def _message(self, data: bytearray, *, dot_free: bool) -> Message:
         """Parse the header facts and add the trace and missing headers, in data itself.
 
-        data is _read_data's buffer: the message is data[2:].
+        data is read_data's buffer (smtp_data.py): the message is data[2:].
         """
         assert self.envelope.mail_from is not None
         facts = hygiene.read_header_facts(hygiene.header_section(data, 2))
@@ -377,7 +377,7 @@ class RelaySMTP(SmtpSession):
             from_display_addresses=facts.from_display_addresses,
             data=prepared, has_body=has_body, size=size,
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint, subject=facts.subject,
-            crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
+            crlf_verified=True,  # read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
             body_8bit=self.envelope.body_8bit, smtputf8=self.envelope.smtp_utf8,
         )
