@@ -225,6 +225,7 @@ def dev_config(cfg: Config, data_dir: str | None) -> Config:
     cfg = cfg.replace("smtp", listen="127.0.0.1:2525", allow_plaintext_auth=True, hostname="localhost",
                       implicit_tls_listen="", tls_cert="", tls_key="")
     cfg = cfg.replace("http", listen="127.0.0.1:8025")
+    cfg = cfg.replace("dashboard", listen="127.0.0.1:8026", tls_cert="", tls_key="")
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -250,6 +251,7 @@ async def _dev_demo(store: Store, secret_key: bytes, keep_key: bool) -> tuple[st
 async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     """Everything local: embedded PostgreSQL, Maildir upstream, demo account and key."""
     from relay import malloc
+    from relay.dashboard.dev import demo_login
     from relay.server import RelayServer, serve_until_signalled
 
     malloc.tune()
@@ -257,6 +259,7 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     secret_key = key_secret(cfg)
     async with database(cfg) as store:
         name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
+        login = await demo_login(store, name)
         server = RelayServer(cfg, store, secret_key)
         host, port = cfg.smtp.listen.rsplit(":", 1)
         shown_key = full if full.startswith("rk_") else "<key>"
@@ -266,6 +269,7 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
             f"  HTTP     http://{cfg.http.listen}/v1/send  (Authorization: Bearer <key>)\n"
             f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
             f"  account  {name} ({credits} credits), senders @{DEV_SENDER_DOMAIN}\n"
+            f"  dashboard http://{cfg.dashboard.listen}/  (log in as {login[0]}, password {login[1]})\n"
             f"  key      {full}\n"
             f"try:  swaks --server {host}:{port} --auth PLAIN --auth-user demo --auth-password "
             f"'{shown_key}' --from demo@{DEV_SENDER_DOMAIN} --to you@example.net "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.dashboard import settings as dashboard_settings
 from relay.errors import RelayError
 
 
@@ -121,6 +122,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    dashboard: dashboard_settings.DashboardConfig = field(default_factory=dashboard_settings.DashboardConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -239,6 +241,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    if cfg.dashboard.listen:
+        parse_listen("dashboard.listen", cfg.dashboard.listen)
+    for key, problem in dashboard_settings.validate(cfg.dashboard):
+        raise ConfigError(f"{key}: {problem}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

@@ -10,4 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-MODULES: tuple[ModuleType, ...] = ()
+from relay.commands import user
+
+MODULES: tuple[ModuleType, ...] = (user,)

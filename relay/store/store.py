@@ -12,17 +12,19 @@ from typing import Any
 import asyncpg
 
 from relay.store.admin import AdminStore
+from relay.store.dashboard import DashboardStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
 from relay.store.send import SendStore
+from relay.store.users import UserStore
 
 
 async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, UserStore, DashboardStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
