@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -18,6 +19,8 @@ from relay.dashboard.web import Dash
 from relay.errors import StoreUnavailable
 from relay.store.store import Store
 
+log = logging.getLogger(__name__)
+
 
 def build_app(store: Store, cfg: DashboardConfig, key_secret: bytes, *, https: bool = False,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Starlette:
@@ -29,10 +32,11 @@ def build_app(store: Store, cfg: DashboardConfig, key_secret: bytes, *, https: b
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return dash.render(request, "error.html", exc.status_code, status=exc.status_code, detail=exc.detail)
+        return dash.render(request, "error.html", exc.status_code, code=exc.status_code, detail=exc.detail)
 
     async def store_down(request: Request, exc: Exception) -> Response:
-        return dash.render(request, "error.html", 503, status=503,
+        log.warning("dashboard: %s %s: %s", request.method, request.url.path, exc)
+        return dash.render(request, "error.html", 503, code=503,
                            detail="The database is unavailable right now; try again shortly.")
 
     routes: list[Route | Mount] = [Route("/", home, methods=["GET"]), *auth.routes(dash)]

@@ -50,7 +50,7 @@ class Dash:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     env: jinja2.Environment = field(default_factory=lambda: jinja2.Environment(
         loader=jinja2.PackageLoader("relay.dashboard", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True))
+        autoescape=True, trim_blocks=True, lstrip_blocks=True))
 
     @property
     def secure_cookies(self) -> bool:

@@ -99,7 +99,8 @@ class UserStore(StoreBase):
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO dashboard_sessions (token_hash, user_id, account_id, csrf, expires_at) "
-                "VALUES ($1, $2, $3, $4, now() + $5)", token_hash(token), user.id, user.account_id, csrf, lifetime)
+                "VALUES ($1, $2, $3, $4, now() + $5::interval)",
+                token_hash(token), user.id, user.account_id, csrf, lifetime)
             await conn.execute("UPDATE users SET last_login_at = now() WHERE id = $1", user.id)
             # expired sessions are swept here: logins are rare, so this costs nothing per page
             await conn.execute("DELETE FROM dashboard_sessions WHERE expires_at < now()")
@@ -133,7 +134,7 @@ class UserStore(StoreBase):
         """The most failures any of these scopes has within the current window."""
         value = await self.pool.fetchval(
             "SELECT coalesce(max(failures), 0) FROM login_failures "
-            "WHERE scope = ANY($1::text[]) AND window_start > now() - $2", scopes, window)
+            "WHERE scope = ANY($1::text[]) AND window_start > now() - $2::interval", scopes, window)
         return int(value)
 
     async def note_login_failure(self, scopes: list[str], window: timedelta) -> None:
@@ -142,9 +143,9 @@ class UserStore(StoreBase):
             "INSERT INTO login_failures (scope, failures, window_start) "
             "SELECT s, 1, now() FROM unnest($1::text[]) AS s "
             "ON CONFLICT (scope) DO UPDATE SET "
-            "failures = CASE WHEN login_failures.window_start > now() - $2 "
+            "failures = CASE WHEN login_failures.window_start > now() - $2::interval "
             "THEN login_failures.failures + 1 ELSE 1 END, "
-            "window_start = CASE WHEN login_failures.window_start > now() - $2 "
+            "window_start = CASE WHEN login_failures.window_start > now() - $2::interval "
             "THEN login_failures.window_start ELSE now() END", scopes, window)
 
     async def clear_login_failures(self, scope: str) -> None:
