@@ -62,7 +62,7 @@ async def insert_messages(store: Store, account_id: int, count: int, *, status: 
     await store.pool.execute(
         "INSERT INTO messages (id, channel, status, key_id, account_id, sender, recipient_count, size_bytes, "
         "credits_charged, credits_refunded, failure_code, upstream_reply, created_at) "
-        "SELECT gen_random_uuid(), $2, $3, 'k', $1, $4, 1, 100, 1, 0, "
+        "SELECT gen_random_uuid(), $2, $3, 'k', $1, $4, 1, 100, 1, CASE WHEN $3 = 'failed' THEN 1 ELSE 0 END, "
         "CASE WHEN $3 = 'failed' THEN 550 END, CASE WHEN $3 = 'failed' THEN '550 5.1.1 no such user' "
         "ELSE '250 2.0.0 ok' END, now() - make_interval(days => $5) - make_interval(mins => g) "
         "FROM generate_series(1, $6) AS g", account_id, channel, status, sender, days_back, count)

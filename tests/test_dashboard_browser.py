@@ -125,6 +125,7 @@ async def _journey(live: LiveRelay, store: Store, peer: Peer, browser: Browser) 
     await expect(page).to_have_url(f"{url}/logs")
     await expect(page.locator("table.logs tbody tr")).to_have_count(50)
     await expect(page.get_by_text("secret@other.test")).to_have_count(0)
+    await shot(page, "logs")
     # filter by status with the form's labelled controls
     await page.get_by_label("Status").select_option("failed")
     await page.get_by_role("button", name="Filter").click()
@@ -133,7 +134,7 @@ async def _journey(live: LiveRelay, store: Store, peer: Peer, browser: Browser) 
     await expect(rows.first).to_be_visible()
     for status in await page.locator("table.logs tbody .status").all_inner_texts():
         assert status == "failed"
-    await shot(page, "logs")
+    await shot(page, "logs-filtered")
     # open a message: its failure code and upstream reply
     first_id = await rows.first.locator("a").inner_text()
     await rows.first.locator("a").click()

@@ -1,0 +1,141 @@
+"""The Logs tab's queries on a million-row log: EXPLAIN ANALYZE of each filter shape, with and without
+the dashboard's indexes, in the same run (the reference: only the indexes that existed before).
+
+    .venv/bin/python bench/dashboard_logs.py [--rows 1000000]
+
+Rows are made with generate_series: 10 accounts, account 1 holding 60 %, 90 days, 94 % sent,
+3 % failed, 2 % queued, 1 % sending; 60 % api, 40 % smtp; 20 senders per account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+
+from relay.embedded import EmbeddedPostgres
+from relay.store import migrate
+from relay.store.dashboard import Cursor, LogFilter, log_query
+
+GENERATE = """
+INSERT INTO messages (id, channel, status, key_id, account_id, sender, recipient_count, size_bytes,
+                      credits_charged, credits_refunded, created_at, updated_at)
+SELECT gen_random_uuid(),
+       CASE WHEN c < 0.6 THEN 'api' ELSE 'smtp' END,
+       CASE WHEN s < 0.94 THEN 'sent' WHEN s < 0.97 THEN 'failed' WHEN s < 0.99 THEN 'queued' ELSE 'sending' END,
+       'k', CASE WHEN a < 0.6 THEN $2 WHEN a < 0.605 THEN $2 + 1 ELSE $2 + 2 + (a * 1000)::int % 8 END,
+       'app' || floor(f * 20)::int || '@example.com', 1, 1000, 1, 0,
+       now() - make_interval(secs => d * 90 * 86400), now()
+  FROM (SELECT random() AS a, random() AS s, random() AS c, random() AS f, random() AS d
+          FROM generate_series(1, $1)) AS r
+"""
+
+DASHBOARD_INDEXES = ("messages_account_created_id", "messages_account_status_created",
+                     "messages_account_channel_created", "messages_account_sender_created")
+
+
+async def timed(conn: asyncpg.Connection, sql: str, args: list[object], runs: int = 15) -> float:
+    """Median milliseconds of a query."""
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        await conn.fetch(sql, *args)
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+async def plan(conn: asyncpg.Connection, sql: str, args: list[object]) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) as text."""
+    rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
+    return "\n".join(r[0] for r in rows)
+
+
+async def run(dsn: str, rows: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.migrate(conn)
+        for i in range(10):
+            await conn.execute("INSERT INTO accounts (name, credits) VALUES ($1, 0)", f"bench{i}")
+        first = await conn.fetchval("SELECT min(id) FROM accounts")
+        t = time.perf_counter()
+        await conn.execute(GENERATE, rows, first)
+        await conn.execute("VACUUM ANALYZE messages")
+        print(f"generated {rows} rows in {time.perf_counter() - t:.1f} s "
+              f"(account {first}: {await conn.fetchval('SELECT count(*) FROM messages WHERE account_id = $1', first)})")
+        today = datetime.now(UTC).date()
+        for account, label in ((first, "the big account (60 % of the log)"),
+                               (first + 1, "a small account (0.5 % of the log)")):
+            await compare(conn, account, label, today)
+    finally:
+        await conn.close()
+
+
+async def compare(conn: asyncpg.Connection, first: int, label: str, today: date) -> None:
+    """Each filter shape on one account, with and without the dashboard's indexes."""
+    count = await conn.fetchval("SELECT count(*) FROM messages WHERE account_id = $1", first)
+    print(f"\n== {label}: account {first}, {count} rows")
+    if True:
+        mid = await conn.fetchrow("SELECT created_at, id FROM messages WHERE account_id = $1 "
+                                  "ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1", first, min(20000, count // 2))
+        shapes: list[tuple[str, LogFilter, Cursor | None]] = [
+            ("newest page, no filter", LogFilter(), None),
+            ("deep page (keyset cursor)", LogFilter(), Cursor(mid["created_at"], mid["id"])),
+            ("status = failed", LogFilter(status="failed"), None),
+            ("status = sending (rare)", LogFilter(status="sending"), None),
+            ("channel = smtp", LogFilter(channel="smtp"), None),
+            ("sender = app7@example.com", LogFilter(sender="app7@example.com"), None),
+            ("one day, 40 days ago", LogFilter(since=today - timedelta(days=40), until=today - timedelta(days=40)),
+             None),
+            ("failed + 7 days", LogFilter(status="failed", since=today - timedelta(days=7)), None),
+        ]
+        print(f"\n{'query':34} {'dashboard indexes':>18} {'reference (before)':>19}")
+        plans: list[tuple[str, str]] = []
+        for name, where, after in shapes:
+            sql, args = log_query(first, where, after, 51)
+            with_idx = await timed(conn, sql, args)
+            plans.append((name, await plan(conn, sql, args)))
+            tx = conn.transaction()
+            await tx.start()
+            for index in DASHBOARD_INDEXES:
+                await conn.execute(f"DROP INDEX {index}")
+            await conn.execute("CREATE INDEX messages_account_created ON messages (account_id, created_at DESC)")
+            without = await timed(conn, sql, args, runs=3)
+            await tx.rollback()
+            print(f"{name:34} {with_idx:15.2f} ms {without:16.2f} ms")
+        for name, text in plans:
+            print(f"\n-- {name} (account {first})\n{text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="relay-dash-bench-"))
+    folder.chmod(0o711)
+    pg = EmbeddedPostgres(str(folder / "pg"), durable=False)
+    try:
+        pg.start()
+
+        async def create() -> None:
+            admin = await asyncpg.connect(pg.dsn("postgres"))
+            await admin.execute("CREATE DATABASE bench")
+            await admin.close()
+        asyncio.run(create())
+        asyncio.run(run(pg.dsn("bench"), args.rows))
+    finally:
+        pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
