@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def leaf(group: Any, name: str, handler: Callable[..., Awaitable[None]], help_: str,
              needs_store: bool = True) -> argparse.ArgumentParser:
-        p = group.add_parser(name, parents=[common], help=help_, description=help_)
+        p: argparse.ArgumentParser = group.add_parser(name, parents=[common], help=help_, description=help_)
         p.set_defaults(handler=handler, needs_store=needs_store)
         return p
 

@@ -54,7 +54,7 @@ class _Field:
         return b"".join(self.lines).partition(b":")[2].strip(b" \t")
 
 
-def _boundary(data: bytes) -> tuple[int, int]:
+def _boundary(data: bytes | bytearray) -> tuple[int, int]:
     # Returns (end of header block, start of body) as offsets so callers can slice the body at
     # most once; they differ only when a leading blank line separates an empty header block.
     if data.startswith(_CRLF):
@@ -69,11 +69,11 @@ def _boundary(data: bytes) -> tuple[int, int]:
     return end + 4, end + 4
 
 
-def _parse_fields(data: bytes, header_end: int) -> list[_Field]:
+def _parse_fields(data: bytes | bytearray, header_end: int) -> list[_Field]:
     # Drop the blank line's CRLF so every remaining line, including the last, splits cleanly.
     if data.endswith(_BLANK_LINE, 0, header_end):
         header_end -= 2
-    lines = data[:header_end].split(_CRLF)
+    lines = bytes(data[:header_end]).split(_CRLF)  # the header block only: small
     if lines[-1] == b"":
         lines.pop()
     fields: list[tuple[str | None, list[bytes]]] = []

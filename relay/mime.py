@@ -50,7 +50,7 @@ def _fits(name: str, value: str) -> bool:
 
 def _rendered(name: str, value: object) -> str:
     """The header as EmailMessage writes it: parsed by the email package's class for it, folded."""
-    return POLICY.fold(name, POLICY.header_factory(name, value))
+    return str(POLICY.fold(name, POLICY.header_factory(name, value)))
 
 
 def text_header(name: str, value: str, plain: re.Pattern[str] = _PLAIN_TEXT) -> str:

@@ -26,7 +26,7 @@ def _failure(description: str, *codes: str, headers: dict[str, Any] | None = Non
 
 _RETRY_AFTER = {"Retry-After": _ref("headers", "RetryAfter")}
 _REPLAYED = {"Idempotent-Replayed": _ref("headers", "IdempotentReplayed")}
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _NULL = {"type": "null"}
 _ADDRESS = {"type": "string", "description": "An address, `addr@domain` or `Display Name <addr@domain>`."}
 _ADDRESSES = {"type": "array", "items": _ADDRESS, "maxItems": 100}  # limits.max_recipients (default 100)

@@ -14,7 +14,6 @@ import asyncpg
 from relay.config import LimitsConfig, QueueConfig
 from relay.errors import StoreUnavailable
 from relay.settle import settle
-from relay.store.base import DATABASE_ERRORS
 from relay.store.queue import QUEUE_CHANNEL, Claim
 from relay.store.store import Store
 from relay.upstream.base import Upstream, Verdict
@@ -153,6 +152,6 @@ class QueueWorker:
         """A connection of its own that LISTENs for releases; the poll interval covers us when it is down."""
         try:
             return await self.store.listen(QUEUE_CHANNEL, self._on_notify)
-        except (StoreUnavailable, *DATABASE_ERRORS):
+        except StoreUnavailable:
             log.warning("queue worker: cannot LISTEN, polling only", exc_info=True)
             return None

@@ -26,11 +26,12 @@ import functools
 import http
 import ipaddress
 import logging
+import math
 import os
 import socket
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -387,15 +388,25 @@ async def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's Server, minus its signal handling: relay's own handlers decide when every channel
+    stops (uvicorn would take SIGTERM for itself and drain HTTP before SMTP even heard of it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave the process's signal handlers alone."""
+        yield
+
+
 class HttpServer:
     """uvicorn serving an ASGI app on the caller's running event loop (no signals, no logging setup)."""
 
     def __init__(self, app: ASGIApp, *, shutdown_grace: float = 30.0) -> None:
         self.app = app
         self.shutdown_grace = shutdown_grace
-        self._server: uvicorn.Server | None = None
+        self._server: _Server | None = None
         self._sockets: list[socket.socket] = []
-        self._ticker: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, certfile: str | None = None,
                     keyfile: str | None = None) -> None:
@@ -411,39 +422,32 @@ class HttpServer:
             self.app, host=host, port=port, loop="none", lifespan="off", log_config=None,
             log_level="warning", access_log=False, server_header=False, **tls,
         )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
+        server = _Server(config)
         self._sockets = [await _bind(host, port)]
-        try:
-            await server.startup(sockets=self._sockets)
-        except BaseException:
+        task = asyncio.create_task(server.serve(sockets=self._sockets), name="http-server")
+        while not server.started and not task.done():  # serve() has no "ready" signal of its own
+            await asyncio.sleep(0.005)
+        if task.done():
             self._sockets[0].close()
-            raise
-        self._server = server
-        # uvicorn's tick: refreshes the Date header each second and notices should_exit
-        self._ticker = asyncio.create_task(server.main_loop(), name="http-ticker")
+            task.result()  # its error, if it had one
+            raise OSError("the HTTP server stopped during start-up")
+        self._server, self._task = server, task
 
     @property
     def port(self) -> int:
         """The bound port (useful after asking for port 0)."""
-        assert self._server is not None, "not started"
-        return int(self._server.servers[0].sockets[0].getsockname()[1])
+        assert self._sockets, "not started"
+        return int(self._sockets[0].getsockname()[1])
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let requests in flight finish (up to grace seconds), close the rest."""
         server, self._server = self._server, None
-        if server is None:
+        if server is None or self._task is None:
             return
-        server.should_exit = True
-        if self._ticker is not None:
-            await self._ticker
         grace = self.shutdown_grace if grace is None else grace
-        server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]  # int | None, a float works
-        await server.shutdown(sockets=self._sockets)
-        for connection in list(server.server_state.connections):
-            with contextlib.suppress(Exception):
-                connection.transport.close()  # type: ignore[union-attr]
+        server.config.timeout_graceful_shutdown = math.ceil(grace) if grace else 0
+        server.should_exit = True
+        await self._task
 
 
 class HttpChannel:

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -55,7 +55,8 @@ class QueueStore(StoreBase):
         """
         in_block = False
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as pooled, pooled.transaction():
+                conn = cast(asyncpg.Connection, pooled)  # the proxy stands in for the connection
                 item = await _claim_one(conn, now, sender)
                 in_block = True
                 yield None if item is None else Claim(conn, item)
@@ -65,7 +66,7 @@ class QueueStore(StoreBase):
                 raise
             raise unavailable(exc) from exc
 
-    async def listen(self, channel: str, callback: Callable[..., object]) -> asyncpg.Connection:
+    async def listen(self, channel: str, callback: Callable[[Any, int, str, object], None]) -> asyncpg.Connection:
         """A connection of its own (never a pool's: LISTEN is session state) listening on channel."""
         if self.dsn is None:
             raise StoreUnavailable("no DSN to open a listening connection with")
