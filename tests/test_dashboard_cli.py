@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from relay.dashboard import passwords
 from relay.store.store import Store
@@ -68,6 +69,9 @@ async def test_user_commands(db_dsn: str, store: Store) -> None:
     assert await store.find_user("ann@acme.test") is None
 
 
+# relay dev binds fixed ports (2525, 8025, 8026), as in tests/test_dev.py: with pytest-xdist those
+# tests must share one worker (--dist loadgroup)
+@pytest.mark.xdist_group("relay-dev")
 async def test_dev_prints_a_dashboard_login_that_shows_the_sent_message(tmp_dir: Path) -> None:
     data = tmp_dir / "relay-data"
     proc, key, banner = await _start_dev_with_banner(data)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from passlib.hash import argon2
+from passlib.hash import argon2  # type: ignore[import-untyped, unused-ignore]  # stubs: types-passlib, optional
 
 MIN_LENGTH = 10
 
 # The parameters new hashes get; a stored hash made with others is rehashed at the next login.
-HASHER = argon2.using(type="ID")  # type: ignore[no-untyped-call]  # the stubs leave using() untyped
+HASHER = argon2.using(type="ID")  # type: ignore[no-untyped-call, unused-ignore]  # untyped in the stubs
 
 # Verified against when the email is unknown, so that a wrong email costs as long as a wrong password.
 _DUMMY = HASHER.hash("relay-dashboard-no-such-user")
