@@ -109,3 +109,17 @@ async def _start_dev_with_banner(data: Path) -> tuple[asyncio.subprocess.Process
         if "Ctrl-C" in line:
             return proc, key, lines
 
+
+
+def test_dashboard_config_is_validated() -> None:
+    from relay.config import ConfigError, load_config
+
+    assert load_config(None, env={}).dashboard.listen == ""  # off unless asked for
+    cfg = load_config(None, env={"RELAY_DASHBOARD_LISTEN": "127.0.0.1:8081"})
+    assert cfg.dashboard.listen == "127.0.0.1:8081"
+    for env, key in (({"RELAY_DASHBOARD_LISTEN": "nowhere"}, "dashboard.listen"),
+                     ({"RELAY_DASHBOARD_TLS_CERT": "/x.pem"}, "dashboard.tls_cert"),
+                     ({"RELAY_DASHBOARD_SESSION_HOURS": "0"}, "dashboard.session_hours"),
+                     ({"RELAY_DASHBOARD_LOGIN_WINDOW_SECONDS": "100000"}, "dashboard.login_window_seconds")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, env=env)

@@ -276,3 +276,23 @@ def _older_link(html: str) -> str | None:
     import re
     found = re.search(r'<a href="([^"]+)" rel="next">', html)
     return html_lib.unescape(found.group(1)) if found else None
+
+
+async def test_busy_port_is_a_listen_error_naming_the_key(db_dsn: str, store: Store, peer: Peer) -> None:
+    import socket
+
+    import pytest
+
+    from relay.errors import ListenError
+    from tests.conftest import relay_config, start_relay
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        cfg = relay_config(db_dsn, peer.url, dashboard={"listen": f"127.0.0.1:{port}"})
+        with pytest.raises(ListenError, match=f"dashboard.listen: cannot listen on 127.0.0.1:{port}"):
+            await start_relay(cfg, store, peer)
+    finally:
+        taken.close()

@@ -29,4 +29,6 @@ def validate(cfg: DashboardConfig) -> list[tuple[str, str]]:
                        ("login_failures_per_address", cfg.login_failures_per_address)):
         if value <= 0:
             problems.append((f"dashboard.{key}", f"must be greater than 0, got {value!r}"))
+    if cfg.login_window_seconds > 86400:  # failure counts older than a day are swept (store/users.py)
+        problems.append(("dashboard.login_window_seconds", f"must be at most 86400, got {cfg.login_window_seconds!r}"))
     return problems

@@ -102,8 +102,10 @@ class UserStore(StoreBase):
                 "VALUES ($1, $2, $3, $4, now() + $5::interval)",
                 token_hash(token), user.id, user.account_id, csrf, lifetime)
             await conn.execute("UPDATE users SET last_login_at = now() WHERE id = $1", user.id)
-            # expired sessions are swept here: logins are rare, so this costs nothing per page
+            # expired sessions and stale failure counts are swept here: logins are rare, so this
+            # costs nothing per page
             await conn.execute("DELETE FROM dashboard_sessions WHERE expires_at < now()")
+            await conn.execute("DELETE FROM login_failures WHERE window_start < now() - interval '1 day'")
 
     async def session(self, token: str) -> Session | None:
         """The live session of a cookie token, or None (unknown or expired)."""
