@@ -259,6 +259,8 @@ async def test_logs_keyset_pages_and_filters(db_dsn: str, store: Store, peer: Pe
         assert len(_message_ids(failed.text)) == 40 and "other@a.test" in failed.text
         assert len(_message_ids((await client.get("/logs", params={"channel": "smtp"})).text)) == 50  # a full page
         assert len(_message_ids((await client.get("/logs", params={"q": "other@a.test"})).text)) == 40
+        assert len(_message_ids((await client.get("/logs", params={"q": " other@A.TEST "})).text)) == 40
+        assert _message_ids((await client.get("/logs", params={"q": "OTHER@a.test"})).text) == []  # local part kept
         today = (await store.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")).isoformat()
         recent = await client.get("/logs", params={"since": today, "status": "sent"})
         assert len(_message_ids(recent.text)) > 0

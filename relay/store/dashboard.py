@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from relay.addresses import normalize
 from relay.domain import KeyInfo
 from relay.store.base import StoreBase, row, translated
 from relay.store.log import LOG_COLUMNS
@@ -47,8 +48,8 @@ def log_query(account_id: int, where: LogFilter, after: Cursor | None, limit: in
         add("channel = {}", where.channel)
     if where.status:
         add("status = {}", where.status)
-    if where.sender:
-        add("sender = {}", where.sender.lower())
+    if where.sender:  # stored as the pipeline normalized it: the local part as given, the domain lower-cased
+        add("sender = {}", normalize(where.sender) if "@" in where.sender else where.sender)
     if where.since:
         add("created_at >= {}", datetime(where.since.year, where.since.month, where.since.day, tzinfo=UTC))
     if where.until:
