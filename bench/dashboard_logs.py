@@ -25,7 +25,7 @@ import asyncpg
 
 from relay.embedded import EmbeddedPostgres
 from relay.store import migrate
-from relay.store.dashboard import Cursor, LogFilter, log_query
+from relay.store.dashboard import DAILY_COUNTS, Cursor, LogFilter, log_query
 
 GENERATE = """
 INSERT INTO messages (id, channel, status, key_id, account_id, sender, recipient_count, size_bytes,
@@ -118,6 +118,13 @@ async def compare(conn: asyncpg.Connection, first: int, label: str, today: date)
         _, executed_without = await plan(conn, sql, args)
         await tx.rollback()
         print(f"{name:34} {executed:11.3f} ms {executed_without:12.3f} ms   {with_idx:11.2f} ms {without:12.2f} ms")
+    # the Overview's chart: 30 days of one account counted by day and status
+    chart_sql = DAILY_COUNTS
+    chart_args: list[object] = [first, today - timedelta(days=29)]
+    chart_ms = await timed(conn, chart_sql, chart_args, runs=5)
+    chart_plan, chart_exec = await plan(conn, chart_sql, chart_args)
+    print(f"{'overview chart (30 days)':34} {chart_exec:11.3f} ms {'':>15}   {chart_ms:11.2f} ms")
+    plans.append(("overview chart (30 days)", chart_plan))
     for name, text in plans:
         print(f"\n-- {name} (account {first})\n{text}")
 

@@ -298,3 +298,23 @@ async def test_busy_port_is_a_listen_error_naming_the_key(db_dsn: str, store: St
             await start_relay(cfg, store, peer)
     finally:
         taken.close()
+
+
+async def test_overview_counts_today_and_lists_the_debit(db_dsn: str, store: Store, peer: Peer) -> None:
+    from tests.smtp_helpers import message, send
+
+    async with live_dashboard(db_dsn, store, peer) as live, \
+            httpx.AsyncClient(base_url=base_url(live)) as client:
+        tenant = await live.tenant(credits=10)
+        await add_user(store, tenant, "carol@c.test")
+        reply = await send(live.port, tenant.key, tenant.sender, ["x@dest.test"], message(tenant.sender))
+        assert reply.code == 250
+        sent_id = await store.pool.fetchval("SELECT id FROM messages WHERE account_id = $1", tenant.account_id)
+        await login(client, "carol@c.test")
+        page = await client.get("/overview")
+        assert page.status_code == 200
+        assert "Balance: <strong>9</strong> credits" in page.text
+        assert f'<a href="/logs/{sent_id}">' in page.text and "-1" in page.text  # the debit, linked
+        today = (await store.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")).isoformat()
+        assert f'<tr><th scope="row">{today}</th><td>1</td><td>0</td><td>0</td><td>0</td></tr>' in page.text
+        assert "sent: 1" in page.text and f"{today}: 1 sent" in page.text  # legend and the bar's title

@@ -15,6 +15,12 @@ from relay.store.log import LOG_COLUMNS
 _KEY_FIELDS = "id, account_id, name, enabled, calls_per_minute, created_at, last_used_at"
 
 
+# The Overview's chart: one account's messages per UTC day and status since a day ($2).
+DAILY_COUNTS = ("SELECT (created_at AT TIME ZONE 'UTC')::date AS day, status, count(*) AS n FROM messages "
+                "WHERE account_id = $1 AND created_at >= $2::date::timestamp AT TIME ZONE 'UTC' "
+                "GROUP BY 1, 2 ORDER BY 1, 2")
+
+
 @dataclass(frozen=True, slots=True)
 class LogFilter:
     """What the Logs tab narrows by (None: any). Dates are UTC days, both ends included."""
@@ -89,10 +95,7 @@ class DashboardStore(StoreBase):
     async def daily_counts(self, account_id: int, days: int, today: date) -> list[tuple[date, str, int]]:
         """Messages per UTC day and status for the last days, today included."""
         first = today - timedelta(days=days - 1)
-        records = await self.pool.fetch(
-            "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, status, count(*) AS n FROM messages "
-            "WHERE account_id = $1 AND created_at >= $2::date::timestamp AT TIME ZONE 'UTC' "
-            "GROUP BY 1, 2 ORDER BY 1, 2", account_id, first)
+        records = await self.pool.fetch(DAILY_COUNTS, account_id, first)
         return [(r["day"], r["status"], int(r["n"])) for r in records]
 
     async def ledger(self, account_id: int, limit: int = 20) -> list[dict[str, Any]]:
