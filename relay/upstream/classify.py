@@ -103,7 +103,9 @@ _STRONG = _rules(
     (r"user unknown|unknown (?:user|recipient|mailbox|address)|no such (?:user|mailbox|recipient"
      r"|address)|not exist|(?:mailbox|user|recipient|address) not found"
      r"|invalid (?:recipient|mailbox|user)|recipient address rejected: access denied"
-     r"|(?:doesn't|does not) have an? [\w.]+ account", F.NO_SUCH_USER),
+     r"|(?:doesn't|does not) have an? [\w.]+ account"
+     # Exchange names the lookup failure whatever the wording around it.
+     r"|resolver\.adr\.recip(?:ient)?notfound", F.NO_SUCH_USER),
     (r"(?:address|mailbox)[^.;]{0,20}syntax|syntax[^.;]{0,20}address"
      r"|malformed (?:\w+ )?address|address format", F.BAD_ADDRESS_FORMAT),
     (r"\bspam\b|unsolicited|\bcontent\b|phish|policy reasons"
@@ -197,3 +199,29 @@ def for_connect_failure() -> FailureCode:
 def for_timeout() -> FailureCode:
     """Failure code when the upstream stopped answering mid-conversation."""
     return F.PROTOCOL_ERROR
+
+
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_DIAGNOSTIC_TYPE = re.compile(r"^\s*([A-Za-z][\w-]*)\s*;")
+_REPLY_CODE = re.compile(r"^\s*([2-5]\d\d)(?=[ \t-]|$)")
+
+
+def classify_report(status: str | None, diagnostic: str | None) -> FailureCode:
+    """Failure code for a DSN's Status and Diagnostic-Code fields (RFC 3464), or the same pair
+    taken from a plain-text bounce; UNKNOWN when neither says anything."""
+    text = diagnostic or ""
+    kind = _DIAGNOSTIC_TYPE.match(text)
+    # "smtp; 550 5.1.1 ..." carries a reply; "X-Postfix; ..." or "X-Unix; ..." is free text.
+    if kind:
+        text = text[kind.end():]
+    reply = _REPLY_CODE.match(text)
+    code = int(reply.group(1)) if reply else None
+    found = _STATUS.search(status or "")
+    enhanced = found.group(0) if found else None
+    # A vague Status (5.0.0) says less than the enhanced code quoted in the diagnostic.
+    if enhanced is None or enhanced.endswith(".0.0"):
+        enhanced = split_enhanced(text)[0] or enhanced
+    result = classify(code, enhanced, text)
+    if result is F.UNKNOWN and enhanced:
+        return _BY_CLASS[int(enhanced[0])]
+    return result

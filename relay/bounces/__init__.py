@@ -1,0 +1,1 @@
+"""Bounce processing: VERP tokens, bounce/complaint/auto-reply parsing, the mailbox simulator."""
