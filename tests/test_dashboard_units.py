@@ -44,3 +44,20 @@ def test_log_filter_parsing() -> None:
 
 def test_tabs_are_found_in_order() -> None:
     assert [t.slug for t in discover()][:4] == ["overview", "logs", "keys", "senders"]
+
+
+async def test_remember_reuses_for_its_time_only() -> None:
+    from relay.dashboard.settings import DashboardConfig
+    from relay.dashboard.web import Dash
+
+    dash = Dash(store=None, cfg=DashboardConfig(), key_secret=b"", https=False)  # type: ignore[arg-type]
+    calls: list[int] = []
+
+    async def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert await dash.remember(("k", 1), 60, compute) == 1
+    assert await dash.remember(("k", 1), 60, compute) == 1  # reused
+    assert await dash.remember(("k", 2), 60, compute) == 2  # another key
+    assert await dash.remember(("k", 1), 0, compute) == 3  # expired

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import jinja2
@@ -23,6 +24,8 @@ from relay.store.users import Session
 if TYPE_CHECKING:
     from relay.dashboard.tabs import Tab
     from relay.store.store import Store
+
+T = TypeVar("T")
 
 SESSION_COOKIE = "relay_session"
 MAX_FORM_BYTES = 64 * 1024
@@ -48,6 +51,7 @@ class Dash:
     https: bool
     tabs: list[Tab] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    memo: dict[tuple[object, ...], tuple[float, object]] = field(default_factory=dict)  # see remember()
     env: jinja2.Environment = field(default_factory=lambda: jinja2.Environment(
         loader=jinja2.PackageLoader("relay.dashboard", "templates"),
         autoescape=True, trim_blocks=True, lstrip_blocks=True))
@@ -56,6 +60,18 @@ class Dash:
     def secure_cookies(self) -> bool:
         """Cookies are Secure when the dashboard is served over HTTPS (here or by a proxy in front)."""
         return self.https or self.cfg.secure_cookies
+
+    async def remember(self, key: tuple[object, ...], seconds: float, compute: Callable[[], Awaitable[T]]) -> T:
+        """compute()'s result, reused for seconds under key (for aggregates too dear to redo per view)."""
+        now = time.monotonic()
+        hit = self.memo.get(key)
+        if hit is not None and now - hit[0] < seconds:
+            return hit[1]  # type: ignore[return-value]  # stored by this method under the same key
+        value = await compute()
+        if len(self.memo) > 1000:  # one entry per account in view: a bound, not an eviction policy
+            self.memo.clear()
+        self.memo[key] = (now, value)
+        return value
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A page from a template, with the security headers."""

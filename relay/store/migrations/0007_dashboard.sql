@@ -34,8 +34,7 @@ CREATE TABLE login_failures (
 
 -- Logs tab: newest first with keyset pagination on (created_at, id), within one account, optionally
 -- narrowed by status, channel or sender; a date range is a range of the same index.
--- status rides along (INCLUDE) so the Overview's per-day counts can be an index-only scan.
-CREATE INDEX messages_account_created_id ON messages (account_id, created_at DESC, id DESC) INCLUDE (status);
+CREATE INDEX messages_account_created_id ON messages (account_id, created_at DESC, id DESC);
 DROP INDEX messages_account_created;  -- a prefix of the one above
 CREATE INDEX messages_account_status_created ON messages (account_id, status, created_at DESC, id DESC);
 CREATE INDEX messages_account_channel_created ON messages (account_id, channel, created_at DESC, id DESC);
