@@ -6,16 +6,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NoReturn
 
-from relay import commands, keys
+from relay import commands, devmode, keys
 from relay.addresses import is_valid_sender_pattern
 from relay.config import Config, ConfigError, load_config
+from relay.devmode import DEV_ACCOUNT, DEV_KEY_NAME, DEV_SENDER_DOMAIN
 from relay.errors import RelayError, StoreError, StoreUnavailable, UsageError
 from relay.runtime import database, key_secret, migrate_database
 from relay.store.base import DATABASE_ERRORS
@@ -180,7 +181,9 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
 
     cfg: Config = args.cfg
     released = await store.release(utcnow(), args.sender)
-    upstream = make_upstream(cfg)
+    from relay.dkim.outbound import signing
+
+    upstream = signing(make_upstream(cfg), store, args.secret_key, cfg.dkim)
     try:
         tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
     finally:
@@ -212,23 +215,6 @@ async def cmd_serve(cfg: Config, args: argparse.Namespace) -> None:
         await serve_until_signalled(RelayServer(cfg, store, key_secret(cfg)))
 
 
-DEV_ACCOUNT = "demo"
-DEV_SENDER_DOMAIN = "example.com"
-DEV_KEY_NAME = "demo"
-
-
-def dev_config(cfg: Config, data_dir: str | None) -> Config:
-    """`relay dev`'s local settings on top of the loaded config."""
-    folder = Path(data_dir or cfg.server.data_dir).resolve()
-    cfg = cfg.replace("server", data_dir=str(folder))
-    cfg = cfg.replace("database", url="")
-    cfg = cfg.replace("smtp", listen="127.0.0.1:2525", allow_plaintext_auth=True, hostname="localhost",
-                      implicit_tls_listen="", tls_cert="", tls_key="")
-    cfg = cfg.replace("http", listen="127.0.0.1:8025")
-    cfg = cfg.replace("dashboard", listen="127.0.0.1:8026", tls_cert="", tls_key="")
-    return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
-
-
 async def _dev_demo(store: Store, secret_key: bytes, keep_key: bool) -> tuple[str, str, int]:
     """Make sure the demo account, sender and key exist; (account, key to print, credits)."""
     try:
@@ -255,31 +241,19 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     from relay.server import RelayServer, serve_until_signalled
 
     malloc.tune()
-    cfg = dev_config(cfg, args.data_dir)
+    cfg = devmode.dev_config(cfg, args.data_dir, devmode.explicit_keys(getattr(args, "config", None), os.environ))
     secret_key = key_secret(cfg)
-    async with database(cfg) as store:
+    postgres: list[str] = []
+    async with database(cfg, on_embedded=lambda pg: postgres.append(
+            f"{pg.describe()}; log {pg.log_path}")) as store:
         name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
         login = await demo_login(store, name)
         server = RelayServer(cfg, store, secret_key)
-        host, port = cfg.smtp.listen.rsplit(":", 1)
-        shown_key = full if full.startswith("rk_") else "<key>"
-        banner = (
-            f"relay dev: data in {cfg.server.data_dir}\n"
-            f"  SMTP     {host}:{port}  (AUTH PLAIN/LOGIN without TLS: loopback only)\n"
-            f"  HTTP     http://{cfg.http.listen}/v1/send  (Authorization: Bearer <key>)\n"
-            f"  upstream {cfg.upstream.url} (every accepted message lands there)\n"
-            f"  account  {name} ({credits} credits), senders @{DEV_SENDER_DOMAIN}\n"
-            f"  dashboard http://{cfg.dashboard.listen}/  (log in as {login[0]}, password {login[1]})\n"
-            f"  key      {full}\n"
-            f"try:  swaks --server {host}:{port} --auth PLAIN --auth-user demo --auth-password "
-            f"'{shown_key}' --from demo@{DEV_SENDER_DOMAIN} --to you@example.net "
-            f"--header 'From: demo@{DEV_SENDER_DOMAIN}'\n"
-            f"  or: curl -s http://{cfg.http.listen}/v1/send -H 'Authorization: Bearer {shown_key}' "
-            f"-H 'Content-Type: application/json' -d '{{\"from\": \"demo@{DEV_SENDER_DOMAIN}\", "
-            f"\"to\": \"you@example.net\", \"subject\": \"hi\", \"text\": \"hello\"}}'\n"
-            "Ctrl-C stops everything."
-        )
-        await serve_until_signalled(server, lambda: print(banner, flush=True))
+
+        def ready() -> None:
+            print(devmode.banner(cfg, server.listening, " ".join(postgres), name, credits, full, login), flush=True)
+
+        await serve_until_signalled(server, ready)
 
 
 # -- argument parsing -------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.dashboard import settings as dashboard_settings
+from relay.dkim import config as dkim_config
+from relay.dkim.config import DkimConfig, DnsConfig
 from relay.errors import RelayError
 
 
@@ -122,6 +124,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     dashboard: dashboard_settings.DashboardConfig = field(default_factory=dashboard_settings.DashboardConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
@@ -168,6 +172,11 @@ def _coerce(key: str, raw: Any, kind: Any, from_env: bool) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected a number, got {raw!r}")
+    if typing.get_origin(kind) is tuple:  # a list of strings; from the environment, comma-separated
+        items = [i.strip() for i in raw.split(",") if i.strip()] if from_env and isinstance(raw, str) else raw
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return tuple(items)
+        raise ConfigError(f"{key}: expected a list of strings, got {raw!r}")
     if isinstance(raw, str):
         return raw
     raise ConfigError(f"{key}: expected a string, got {raw!r}")
@@ -241,6 +250,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    for key, problem in dkim_config.problems(cfg.dns, cfg.dkim):
+        raise ConfigError(f"{key}: {problem}")
     if cfg.dashboard.listen:
         parse_listen("dashboard.listen", cfg.dashboard.listen)
     for key, problem in dashboard_settings.validate(cfg.dashboard):

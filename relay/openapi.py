@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.dkim import api as dkim_api
+
 
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
@@ -272,3 +274,9 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+
+# Features' paths and schemas, merged in once here.
+DOCUMENT["paths"].update(dkim_api.PATHS)
+DOCUMENT["components"]["schemas"].update(dkim_api.SCHEMAS)
+DOCUMENT["components"]["schemas"]["Failure"]["properties"]["code"]["enum"].extend(dkim_api.CODES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -61,7 +61,7 @@ async def migrate_database(dsn: str, *, check_only: bool = False) -> list[migrat
 
 @contextlib.asynccontextmanager
 async def database(cfg: Config, *, auto_migrate: bool = False, pool_size: int | None = None,
-                   ) -> AsyncIterator[Store]:
+                   on_embedded: Callable[[EmbeddedPostgres], None] | None = None) -> AsyncIterator[Store]:
     """A Store on the configured database, or on the embedded one (started and stopped here).
 
     The embedded database is always migrated (it is ours); an external one only with auto_migrate,
@@ -73,6 +73,8 @@ async def database(cfg: Config, *, auto_migrate: bool = False, pool_size: int | 
         embedded = EmbeddedPostgres(Path(cfg.server.data_dir) / "postgres")
         embedded.start()
         auto_migrate = True
+        if on_embedded is not None:
+            on_embedded(embedded)
     try:
         try:
             if embedded is not None:

@@ -15,6 +15,8 @@ from relay import metrics, systemd
 from relay.channels import registry
 from relay.channels.base import Channel, Endpoint, ServerContext
 from relay.config import Config
+from relay.dkim import outbound
+from relay.dkim import service as domains
 from relay.pipeline import Pipeline, recover
 from relay.queue import QueueWorker, utcnow
 from relay.store.store import Store
@@ -38,11 +40,14 @@ class RelayServer:
     _queue_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.upstream = self.upstream or make_upstream(self.cfg)
-        self.pipeline = Pipeline(self.store, self.upstream, self.cfg.limits, self.key_secret,
+        # every path out (both channels' sends, the queue) passes this one upstream: it DKIM-signs
+        self.signer = outbound.signing(self.upstream or make_upstream(self.cfg), self.store, self.key_secret,
+                                       self.cfg.dkim)
+        self.upstream = self.signer
+        self.pipeline = Pipeline(self.store, self.signer, self.cfg.limits, self.key_secret,
                                  self.cfg.server.key_cache_seconds)
         self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
-        self.queue_worker = QueueWorker(self.store, self.upstream, self.cfg.limits, self.cfg.queue, self.clock)
+        self.queue_worker = QueueWorker(self.store, self.signer, self.cfg.limits, self.cfg.queue, self.clock)
         self.channels = registry.build(self.context)
 
     @property
@@ -80,6 +85,8 @@ class RelayServer:
             ("recovery sweep", sweep_period, self._recover, True),
             ("retention cleanup", self.cfg.retention.cleanup_interval_seconds, self._clean, False),
             ("gauge refresh", 15.0, self.refresh_gauges, False),
+            *([("dkim re-check", self.cfg.dkim.recheck_hours * 3600, self._recheck_domains, True)]
+              if self.cfg.dkim.recheck_hours > 0 else []),
         ):
             self._tasks.append(asyncio.create_task(self._every(period, name, work, wait_first=wait_first), name=name))
         if self.cfg.queue.worker:
@@ -103,6 +110,11 @@ class RelayServer:
     async def _recover(self) -> None:
         """Resolve rows stranded by an instance that died (this one included, before a restart)."""
         await recover(self.store, self.cfg.server.recovery_after_seconds)
+
+    async def _recheck_domains(self) -> None:
+        """Look pending DKIM selectors up again, so a published record takes effect unattended."""
+        if await domains.recheck_pending(self.store, self.cfg):
+            self.signer.ring.invalidate()
 
     async def refresh_gauges(self) -> None:
         """Set the gauges a scrape cannot compute itself (the queue depth needs a query)."""

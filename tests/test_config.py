@@ -19,7 +19,8 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert set(data) == {f.name for f in dataclasses.fields(Config)}
     for section, values in data.items():
         expected = dataclasses.asdict(getattr(defaults, section))
-        assert values == expected, section
+        as_toml = {k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()}  # lists are tuples
+        assert values == as_toml, section
 
 
 def test_example_loads() -> None:
@@ -78,3 +79,17 @@ def test_missing_file_is_an_error() -> None:
 
 def test_unrelated_environment_is_ignored() -> None:
     assert load_config(None, env={"RELAY_TEST_DSN": "x", "RELAYX": "y"}) == Config()
+
+
+def test_list_keys_from_toml_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[dns]\nnameservers = ["192.0.2.53", "[2001:db8::1]:5353"]\n')
+    assert load_config(path, env={}).dns.nameservers == ("192.0.2.53", "[2001:db8::1]:5353")
+    env = {"RELAY_DNS_NAMESERVERS": "192.0.2.1:53, 192.0.2.2"}
+    assert load_config(path, env=env).dns.nameservers == ("192.0.2.1:53", "192.0.2.2")
+    path.write_text('[dns]\nnameservers = "192.0.2.53"\n')
+    with pytest.raises(ConfigError, match=r"dns\.nameservers: expected a list of strings"):
+        load_config(path, env={})
+    path.write_text('[dns]\nnameservers = ["ns.example.net"]\n')
+    with pytest.raises(ConfigError, match=r"dns\.nameservers: expected an IP address"):
+        load_config(path, env={})

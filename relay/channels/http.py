@@ -47,6 +47,7 @@ from starlette.types import ASGIApp
 from relay import compose, hygiene, metrics, openapi
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
+from relay.dkim import api as dkim_api
 from relay.domain import Principal
 from relay.errors import ListenError
 from relay.outcomes import Outcome, Result, reject
@@ -351,7 +352,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # Features that add API routes: each a function (api) -> routes, listed here once.
-FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = ()
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (dkim_api.routes,)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relay.commands import user
+from relay.commands import domain, user
 
-MODULES: tuple[ModuleType, ...] = (user,)
+MODULES: tuple[ModuleType, ...] = (domain, user)

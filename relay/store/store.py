@@ -13,6 +13,7 @@ import asyncpg
 
 from relay.store.admin import AdminStore
 from relay.store.dashboard import DashboardStore
+from relay.store.domains import DomainStore
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
@@ -24,7 +25,7 @@ async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, UserStore, DashboardStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, DomainStore, UserStore, DashboardStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:

@@ -146,7 +146,8 @@ _BASIC: dict[int, FailureCode] = {
 _BY_CLASS = {2: F.INFO_OTHER, 3: F.INFO_OTHER, 4: F.TEMPORARY_OTHER, 5: F.REJECTED_OTHER}
 
 # Optional "550 " / "550-" reply code, then an optional enhanced code, at the start of each line:
-# aiosmtplib hands over multi-line replies with the enhanced code repeated on every line.
+# Multi-line replies come with the enhanced code repeated on every line (our client's Reply, and
+# aiosmtplib's, join the lines' texts).
 _PREFIX = re.compile(
     r"^[ \t]*(?:[2-5]\d\d(?:[ \t-]|$))?[ \t]*(?:([245]\.\d{1,3}\.\d{1,3})(?=\s|$))?[ \t]*",
     re.MULTILINE,

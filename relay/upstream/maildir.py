@@ -32,8 +32,13 @@ class MaildirUpstream:
         return self._box.add(envelope + data)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
-                      crlf_verified: bool = False, dot_free: bool = False) -> Delivery:
-        """Write the message; a full disk or similar is a transient failure."""
+                      crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
+                      smtputf8: bool = False) -> Delivery:
+        """Write the message; a full disk or similar is a transient failure.
+
+        A file takes any bytes: 8-bit content and UTF-8 addresses are stored as they are, so
+        body_8bit and smtputf8 change nothing here (the envelope headers are written in UTF-8).
+        """
         self._busy += 1
         try:
             key = await asyncio.to_thread(self._write, mail_from, recipients, data)
