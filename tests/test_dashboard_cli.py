@@ -15,8 +15,8 @@ from relay.dashboard import passwords
 from relay.store.store import Store
 from tests.conftest import KEY_SECRET
 from tests.dashboard_helpers import csrf_of
+from tests.dev_helpers import ANY_PORTS, dev_env, send_with_smtplib, start_dev, stop
 from tests.test_cli import RELAY, assert_one_line_error
-from tests.test_dev import send_with_smtplib, stop
 
 
 async def relay(db_dsn: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
@@ -69,18 +69,15 @@ async def test_user_commands(db_dsn: str, store: Store) -> None:
     assert await store.find_user("ann@acme.test") is None
 
 
-# relay dev binds fixed ports (2525, 8025, 8026), as in tests/test_dev.py: with pytest-xdist those
-# tests must share one worker (--dist loadgroup)
-@pytest.mark.xdist_group("relay-dev")
 async def test_dev_prints_a_dashboard_login_that_shows_the_sent_message(tmp_dir: Path) -> None:
-    data = tmp_dir / "relay-data"
-    proc, key, banner = await _start_dev_with_banner(data)
+    dev = await start_dev(tmp_dir / "relay-data", env=dev_env(**ANY_PORTS))
     try:
-        line = next(x for x in banner if x.strip().startswith("dashboard "))
-        url = line.split()[1].rstrip("/")
+        line = dev.line("dashboard")  # "http://127.0.0.1:PORT/  (log in as EMAIL, password PASSWORD)"
+        url = line.split()[0].rstrip("/")
         email = line.split("log in as ")[1].split(",")[0]
-        password = line.split("password ")[1].rstrip(")\n ")
-        await asyncio.to_thread(send_with_smtplib, key)
+        password = line.split("password ")[1].rstrip(")")
+        host, port = dev.address("SMTP")
+        await asyncio.to_thread(send_with_smtplib, dev.key, host, port)
         async with httpx.AsyncClient(base_url=url) as client:
             form = await client.get("/login")
             logged_in = await client.post("/login", data={"csrf": csrf_of(form.text), "email": email,
@@ -89,26 +86,7 @@ async def test_dev_prints_a_dashboard_login_that_shows_the_sent_message(tmp_dir:
             logs = await client.get("/logs")
             assert logs.status_code == 200 and "demo@example.com" in logs.text and ">sent<" in logs.text
     finally:
-        assert await stop(proc) == 0
-
-
-async def _start_dev_with_banner(data: Path) -> tuple[asyncio.subprocess.Process, str, list[str]]:
-    """start_dev, keeping the banner's lines."""
-    lines: list[str] = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    proc = await asyncio.create_subprocess_exec(RELAY, "dev", "--data-dir", str(data), env=env, cwd=str(data.parent),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    assert proc.stdout is not None
-    key = ""
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        assert line, "relay dev exited before its banner"
-        lines.append(line)
-        if line.strip().startswith("key "):
-            key = line.split()[1]
-        if "Ctrl-C" in line:
-            return proc, key, lines
-
+        assert await stop(dev) == 0
 
 
 def test_dashboard_config_is_validated() -> None:
