@@ -41,9 +41,13 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
 
 
 @contextlib.asynccontextmanager
-async def live_dashboard(db_dsn: str, store: Store, peer: Peer, **dashboard: Any) -> AsyncIterator[LiveRelay]:
-    """A relay (SMTP, API, dashboard) on port 0, relaying to peer."""
-    cfg = relay_config(db_dsn, peer.url, dashboard={"listen": "127.0.0.1:0"} | dashboard)
+async def live_dashboard(db_dsn: str, store: Store, peer: Peer, *, dns: dict[str, Any] | None = None,
+                         **dashboard: Any) -> AsyncIterator[LiveRelay]:
+    """A relay (SMTP, API, dashboard) on port 0, relaying to peer; dashboard: [dashboard] keys."""
+    sections: dict[str, dict[str, object]] = {"dashboard": {"listen": "127.0.0.1:0"} | dashboard}
+    if dns is not None:
+        sections["dns"] = dns
+    cfg = relay_config(db_dsn, peer.url, **sections)
     live = await start_relay(cfg, store, peer)
     try:
         yield live

@@ -282,3 +282,13 @@ async def test_operator_switches_accounts(db_dsn: str, store: Store, peer: Peer,
         await page.get_by_role("button", name="Authorize").click()
         await expect(page.get_by_role("cell", name="news.other.test")).to_be_visible()
         assert "news.other.test" in [s.pattern for s in await store.list_senders(other.account_id)]
+        # Domains: an operator adds a sending domain and gets the records to publish
+        await page.get_by_role("link", name="Domains").click()
+        await page.get_by_label("Domain", exact=True).fill("news.other.test")
+        await page.get_by_role("button", name="Add domain").click()
+        await expect(page).to_have_url(f"{url}/domains/news.other.test")
+        await expect(page.locator("table.records")).to_contain_text("._domainkey.news.other.test")
+        await shot(page, "domain")
+        await page.goto(f"{url}/domains")
+        await expect(page.get_by_role("link", name="news.other.test")).to_be_visible()
+        await shot(page, "domains")

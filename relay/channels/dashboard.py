@@ -29,7 +29,8 @@ class DashboardChannel:
         from relay.dashboard.app import build_app  # the dashboard's imports only when it is on
 
         self.cfg = ctx.cfg.dashboard
-        app = build_app(ctx.store, self.cfg, ctx.key_secret, https=bool(self.cfg.tls_cert), clock=ctx.clock)
+        app = build_app(ctx.store, self.cfg, ctx.key_secret, https=bool(self.cfg.tls_cert), config=ctx.cfg,
+                        clock=ctx.clock)
         self.server = HttpServer(app, shutdown_grace=ctx.cfg.server.shutdown_grace_seconds)
         self._endpoints: list[Endpoint] = []
 

@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from relay.config import Config
 from relay.dashboard import auth, tabs
 from relay.dashboard.settings import DashboardConfig
 from relay.dashboard.web import Dash
@@ -23,9 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def build_app(store: Store, cfg: DashboardConfig, key_secret: bytes, *, https: bool = False,
+              config: Config | None = None,
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Starlette:
-    """The dashboard over one store (https: served over TLS, so cookies are Secure)."""
-    dash = Dash(store, cfg, key_secret, https, tabs.discover(), clock)
+    """The dashboard over one store (https: served over TLS, so cookies are Secure; config: the whole
+    server configuration, which some tabs need)."""
+    dash = Dash(store, cfg, key_secret, https, tabs.discover(), config, clock)
 
     async def home(request: Request) -> Response:
         return RedirectResponse(f"/{dash.tabs[0].slug}", status_code=303)

@@ -22,6 +22,7 @@ from relay.domain import Account
 from relay.store.users import Session
 
 if TYPE_CHECKING:
+    from relay.config import Config
     from relay.dashboard.tabs import Tab
     from relay.store.store import Store
 
@@ -50,6 +51,7 @@ class Dash:
     key_secret: bytes
     https: bool
     tabs: list[Tab] = field(default_factory=list)
+    config: Config | None = None  # the whole server config, for tabs that need more than [dashboard]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     memo: dict[tuple[object, ...], tuple[float, object]] = field(default_factory=dict)  # see remember()
     env: jinja2.Environment = field(default_factory=lambda: jinja2.Environment(
