@@ -117,6 +117,8 @@ def _checked_text(field: str, value: str, *, header: bool) -> str:
         raise RequestError(f"{field} is not valid Unicode text") from None
     if header and any(ch in _LINE_BREAKS or (ch < " " and ch != "\t") or ch == "\x7f" for ch in value):
         raise RequestError(f"{field} must not contain CR, LF or other control characters")
+    if "\x00" in value:  # no valid message holds a NUL (RFC 5322 2.3); the SMTP channel refuses it too
+        raise RequestError(f"{field} must not contain NUL characters")
     return value
 
 

@@ -56,6 +56,8 @@ class SmtpConfig:
     auth_failures_before_delay: int = 3
     auth_failures_before_refusal: int = 10
     proxy_protocol: bool = False  # expect a PROXY v1/v2 header from a load balancer on every connection
+    data_timeout_seconds: float = 600.0  # the whole DATA phase, however the bytes trickle in
+    max_connections_per_address: int = 20  # open connections from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class HttpConfig:
     listen: str = "127.0.0.1:8080"
     tls_cert: str = ""
     tls_key: str = ""
+    header_timeout_seconds: float = 10.0  # a request's header must arrive within this
+    body_timeout_seconds: float = 120.0  # and its body within this
+    max_connections_per_address: int = 50  # open connections from one client address (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class LimitsConfig:
     max_message_bytes: int = 10 * 1024 * 1024
     credits_per_recipient: int = 1
     default_daily_cap: int = 1000
+    # a From: display name that is itself an address ("ceo@bank.com" <app@example.com>) is
+    # refused unless that address is authorized too; true allows it
+    allow_address_display_names: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +234,9 @@ def _validate(cfg: Config) -> None:
         "upstream.timeout_seconds": cfg.upstream.timeout_seconds,
         "smtp.idle_timeout_seconds": cfg.smtp.idle_timeout_seconds,
         "smtp.max_commands": cfg.smtp.max_commands,
+        "smtp.data_timeout_seconds": cfg.smtp.data_timeout_seconds,
+        "http.header_timeout_seconds": cfg.http.header_timeout_seconds,
+        "http.body_timeout_seconds": cfg.http.body_timeout_seconds,
         "limits.calls_per_minute": cfg.limits.calls_per_minute,
         "limits.max_recipients": cfg.limits.max_recipients,
         "limits.max_message_bytes": cfg.limits.max_message_bytes,
@@ -252,6 +263,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
     for key, problem in dkim_config.problems(cfg.dns, cfg.dkim):
         raise ConfigError(f"{key}: {problem}")
+    for key, count in (("smtp.max_connections_per_address", cfg.smtp.max_connections_per_address),
+                       ("http.max_connections_per_address", cfg.http.max_connections_per_address)):
+        if count < 0:
+            raise ConfigError(f"{key}: must be 0 (no limit) or more")
     if cfg.dashboard.listen:
         parse_listen("dashboard.listen", cfg.dashboard.listen)
     for key, problem in dashboard_settings.validate(cfg.dashboard):

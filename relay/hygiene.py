@@ -10,7 +10,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import Any
 
-from relay.addresses import ATEXT
+from relay.addresses import ATEXT, addresses_in_text
 
 _CRLF = b"\r\n"
 _BLANK_LINE = b"\r\n\r\n"
@@ -41,6 +41,8 @@ class HeaderFacts:
     idempotency_key: str | None
     # The body's offset: a leading blank line counts although the header block it ends is empty.
     header_bytes: int
+    # address-shaped words in the From: display names ('"ceo@bank.com" <app@example.com>')
+    from_display_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,10 @@ def _has_value(fields: list[_Field], name: str) -> bool:
     return any(field.name == name and field.value() for field in fields)
 
 
-def _from_addresses(fields: list[_Field]) -> tuple[str, ...]:
+def _from_addresses(fields: list[_Field]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the From: addr-specs, the address-shaped words of their display names)."""
     addresses: list[str] = []
+    shown: list[str] = []
     budget = _FROM_PARSE_BUDGET
     for field in fields:
         if field.name != "from":
@@ -103,24 +107,28 @@ def _from_addresses(fields: list[_Field]) -> tuple[str, ...]:
         budget -= len(value)
         if budget < 0:
             break
-        addresses.extend(_from_value_addresses(value))
-    return tuple(addresses)
+        found, names = _from_value_addresses(value)
+        addresses.extend(found)
+        shown.extend(names)
+    return tuple(addresses), tuple(shown)
 
 
 @functools.lru_cache(maxsize=4096)
-def _from_value_addresses(value: str) -> tuple[str, ...]:
-    """The authorized-checkable addr-specs of one From: value (pure: transactional mail repeats it)."""
+def _from_value_addresses(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The authorized-checkable addr-specs of one From: value and the addresses its display names
+    show (pure: transactional mail repeats it)."""
     try:
         header = policy.default.header_factory("from", value)
         groups = header.groups
     except Exception:
         # On some garbage the stdlib parser raises (IndexError, TypeError, AttributeError,
         # RecursionError, ...) instead of recording a defect; that header yields nothing.
-        return ()
+        return (), ()
     if any(isinstance(d, errors.InvalidHeaderDefect) for d in header.defects):
         # what a mail client shows may differ from what we parsed (a@evil)<b@victim>): trust neither
-        return ()
+        return (), ()
     addresses: list[str] = []
+    shown: list[str] = []
     for group in groups:
         if group.display_name is not None:
             # RFC 6854 group syntax in From: names no mailbox that can be held responsible.
@@ -129,7 +137,8 @@ def _from_value_addresses(value: str) -> tuple[str, ...]:
             addr_spec = _addr_spec(address.username, address.domain)
             if addr_spec is not None:
                 addresses.append(addr_spec)
-    return tuple(addresses)
+                shown.extend(addresses_in_text(address.display_name or ""))
+    return tuple(addresses), tuple(shown)
 
 
 def _addr_spec(username: str, domain: str) -> str | None:
@@ -163,8 +172,9 @@ def read_header_facts(data: bytes) -> HeaderFacts:
     """Facts about the header block: From addr-specs, Message-ID/Date presence, idempotency key."""
     header_end, body_start = _boundary(data)
     fields = _parse_fields(data, header_end)
+    from_addresses, from_display_addresses = _from_addresses(fields)
     return HeaderFacts(
-        from_addresses=_from_addresses(fields),
+        from_addresses=from_addresses, from_display_addresses=from_display_addresses,
         has_message_id=_has_value(fields, "message-id"),
         has_date=_has_value(fields, "date"),
         idempotency_key=_idempotency_key(fields),
@@ -198,7 +208,7 @@ def relay_header_block(
     received: str,
     message_id: str,
     date: str,
-    remove: tuple[str, ...] = ("bcc", "idempotency-key"),
+    remove: tuple[str, ...] = ("bcc", "resent-bcc", "idempotency-key"),
 ) -> tuple[bytes, int]:
     """The header block to relay (Received: on top, Message-ID/Date when missing, headers removed,
     ending in the blank line) and the offset in data where the body starts."""

@@ -62,6 +62,8 @@ def text_header(name: str, value: str, plain: re.Pattern[str] = _PLAIN_TEXT) -> 
 
 def address_header(name: str, mailboxes: Sequence[Mailboxlike]) -> str:
     """One header line (CRLF-terminated) listing mailboxes (From, To, Cc, Reply-To)."""
+    if any(not box.address.isascii() for box in mailboxes):
+        return _utf8_address_header(name, mailboxes)
     parts = []
     for box in mailboxes:
         if not _PLAIN_ADDRESS.fullmatch(box.address) or (
@@ -73,6 +75,19 @@ def address_header(name: str, mailboxes: Sequence[Mailboxlike]) -> str:
         if _fits(name, value):
             return f"{name}: {value}\r\n"
     return _rendered(name, [Address(display_name=box.name, addr_spec=box.address) for box in mailboxes])
+
+
+def _utf8_address_header(name: str, mailboxes: Sequence[Mailboxlike]) -> str:
+    """An address header holding internationalized addresses (RFC 6532): UTF-8 as is, display
+    names quoted, one mailbox per folded line (the message goes out with SMTPUTF8)."""
+    parts = []
+    for box in mailboxes:
+        if box.name:
+            quoted = box.name.replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'"{quoted}" <{box.address}>')
+        else:
+            parts.append(box.address)
+    return f"{name}: " + ",\r\n ".join(parts) + "\r\n"
 
 
 def raw_header(name: str, value: str) -> str:
@@ -131,4 +146,5 @@ def message(headers: Sequence[str], *, text: str | None, html: str | None) -> by
         body = _part(html, "html", mime_version=True)
     else:
         body = _part(text or "", "plain", mime_version=True)
-    return (head + body).encode("ascii")
+    # UTF-8 only where an internationalized address put it (RFC 6532); ASCII otherwise
+    return (head + body).encode("utf-8")

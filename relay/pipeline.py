@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # all of it becomes TEMPORARY.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable,)
 _FINALIZE_TRIES = 3
+_FINALIZE_BACKOFF_MAX = 5.0
 _KEY_CACHE_SIZE = 10_000
 
 
@@ -62,6 +63,9 @@ class Message:
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
     crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
     dot_free: bool = False  # the channel checked that no line of data starts with a dot
+    from_display_addresses: tuple[str, ...] = ()  # addresses a From: display name shows
+    body_8bit: bool = False  # SMTP BODY=8BITMIME: passed on to the upstream
+    smtputf8: bool = False  # internationalized addresses or headers (RFC 6531): the upstream must offer SMTPUTF8
 
 
 class Pipeline:
@@ -76,6 +80,10 @@ class Pipeline:
         self.key_cache_seconds = key_cache_seconds
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
+        # admitted messages whose outcome is not recorded yet (relaying, or a finalize being
+        # retried): the recovery sweep leaves them alone
+        self.unsettled: set[uuid.UUID] = set()
+        self.settling: set[asyncio.Task[None]] = set()  # finalize retries after a database blip
 
     async def _principal(self, key_id: str, *, fresh: bool = False) -> Principal | None:
         """A key's lookup, reused for key_cache_seconds (relay_open re-checks 'enabled' on every call)."""
@@ -194,6 +202,13 @@ class Pipeline:
                 return reject(Outcome.INVALID,
                               f"From: address {address} is not authorized for this account",
                               enhanced="5.7.1")
+        if not self.limits.allow_address_display_names:
+            # '"ceo@bank.com" <app@example.com>': most mail clients show only the name
+            for shown in message.from_display_addresses:
+                if matching_rule(shown, txn.principal.senders) is None:
+                    return reject(Outcome.INVALID,
+                                  f"From: display name shows the address {shown}, which is not "
+                                  "authorized for this account", enhanced="5.7.1")
         return None
 
     # -- steps 3-8 -----------------------------------------------------------------------
@@ -246,10 +261,15 @@ class Pipeline:
                           "insufficient funds: a concurrent send used the balance")
         if status is AdmitStatus.QUEUED:
             return await self._queue(message_id, txn, message, cost)
+        self.unsettled.add(message_id)
         try:
+            # the RFC 6152 / 6531 flags only when set: an upstream that predates them still works
+            flags = {"body_8bit": True} if message.body_8bit else {}
+            if message.smtputf8:
+                flags["smtputf8"] = True
             delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
                                                    crlf_verified=message.crlf_verified,
-                                                   dot_free=message.dot_free)
+                                                   dot_free=message.dot_free, **flags)
         except Exception:
             # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
             log.exception("delivery of %s raised", message_id)
@@ -287,28 +307,58 @@ class Pipeline:
 
     async def _finalize(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
                         reply: str | None, failure_code: int | None, *, retryable: bool = False) -> None:
-        """Finalize with a few retries; what still fails is left to the recovery sweep."""
+        """Finalize with a few quick retries; if the database is still away, keep retrying in the
+        background until it lands (the outcome is known: losing it would log a delivered message
+        as failed). The client is answered meanwhile."""
+        self.unsettled.add(message_id)
         for attempt in range(_FINALIZE_TRIES):
-            try:
-                if not await self.store.finalize(message_id, status, refund, reply, failure_code,
-                                                 retryable=retryable, account_id=txn.principal.account_id):
-                    # the recovery sweep got there first: the log says failed and refunded although
-                    # the upstream answered; an operator should know (it should not happen)
-                    log.error("message %s was already final when its outcome (%s) came: %s",
-                              message_id, status, reply)
+            if await self._finalize_once(message_id, txn, status, refund, reply, failure_code,
+                                         retryable=retryable, attempt=attempt):
                 return
-            except TRANSIENT_ERRORS:
+            if attempt + 1 < _FINALIZE_TRIES:  # short waits: the client is waiting
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.warning("message %s: its outcome (%s) will be recorded once the database is back", message_id, status)
+        task = asyncio.ensure_future(self._finalize_until_landed(
+            message_id, txn, status, refund, reply, failure_code, retryable=retryable))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _finalize_until_landed(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
+                                     reply: str | None, failure_code: int | None, *, retryable: bool) -> None:
+        attempt = _FINALIZE_TRIES
+        while not await self._finalize_once(message_id, txn, status, refund, reply, failure_code,
+                                            retryable=retryable, attempt=attempt):
+            await asyncio.sleep(min(_FINALIZE_BACKOFF_MAX, 0.5 * 2 ** (attempt - _FINALIZE_TRIES)))
+            attempt += 1
+        log.info("message %s: outcome (%s) recorded after %d attempts", message_id, status, attempt + 1)
+
+    async def _finalize_once(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
+                             reply: str | None, failure_code: int | None, *, retryable: bool,
+                             attempt: int) -> bool:
+        """One finalize; True once the row is final (by us or, should it happen, by the sweep)."""
+        try:
+            landed = await self.store.finalize(message_id, status, refund, reply, failure_code,
+                                               retryable=retryable, account_id=txn.principal.account_id)
+        except TRANSIENT_ERRORS:
+            if attempt < _FINALIZE_TRIES:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)
-                if attempt + 1 < _FINALIZE_TRIES:  # no wait before giving up: the client is waiting
-                    await asyncio.sleep(0.2 * (attempt + 1))
-        log.error("message %s left for the recovery sweep", message_id)
+            return False
+        if not landed:
+            # the recovery sweep got there first: the log says failed and refunded although the
+            # upstream answered; an operator should know (the sweep skips unsettled rows)
+            log.error("message %s was already final when its outcome (%s) came: %s", message_id, status, reply)
+        self.unsettled.discard(message_id)
+        return True
 
 
 
-async def recover(store: Store, older_than_seconds: float) -> int:
-    """Resolve rows a crash left between admit and finalize: failed, fully refunded (README: Recovery)."""
+async def recover(store: Store, older_than_seconds: float, live: set[uuid.UUID] | None = None) -> int:
+    """Resolve rows a crash left between admit and finalize: failed, fully refunded (README: Recovery).
+
+    live: this process's unsettled messages, never touched; rows of instances that died are
+    settled at once, others after older_than_seconds."""
     count = 0
-    for row in await store.stranded(older_than_seconds):
+    for row in await store.stranded(older_than_seconds, tuple(live or ())):
         reply = ("relay stopped before the delivery result was recorded"
                  if row["status"] == "sending" else "relay stopped before the queued message was stored")
         if await store.finalize(row["id"], "failed", row["credits_charged"], reply,

@@ -11,12 +11,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from relay import metrics, systemd
+from relay import metrics, systemd, tlslog
 from relay.channels import registry
 from relay.channels.base import Channel, Endpoint, ServerContext
 from relay.config import Config
 from relay.dkim import outbound
 from relay.dkim import service as domains
+from relay.limits import AuthThrottle
 from relay.pipeline import Pipeline, recover
 from relay.queue import QueueWorker, utcnow
 from relay.store.store import Store
@@ -46,7 +47,9 @@ class RelayServer:
         self.upstream = self.signer
         self.pipeline = Pipeline(self.store, self.signer, self.cfg.limits, self.key_secret,
                                  self.cfg.server.key_cache_seconds)
-        self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock)
+        self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock,
+                                     AuthThrottle(self.cfg.smtp.auth_failures_before_delay,
+                                                  self.cfg.smtp.auth_failures_before_refusal))
         self.queue_worker = QueueWorker(self.store, self.signer, self.cfg.limits, self.cfg.queue, self.clock)
         self.channels = registry.build(self.context)
 
@@ -65,7 +68,8 @@ class RelayServer:
 
     async def start(self) -> None:
         """Recover stranded rows, start the channels and the background work, tell systemd."""
-        recovered = await recover(self.store, self.cfg.server.recovery_after_seconds)
+        tlslog.install(asyncio.get_running_loop())
+        recovered = await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
         if recovered:
             log.warning("recovery: %d message(s) left in flight by a previous run failed and refunded",
                         recovered)
@@ -109,7 +113,7 @@ class RelayServer:
 
     async def _recover(self) -> None:
         """Resolve rows stranded by an instance that died (this one included, before a restart)."""
-        await recover(self.store, self.cfg.server.recovery_after_seconds)
+        await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
 
     async def _recheck_domains(self) -> None:
         """Look pending DKIM selectors up again, so a published record takes effect unattended."""
@@ -136,13 +140,19 @@ class RelayServer:
         self.queue_worker.stop()  # the delivery in hand finishes within the grace, like SMTP's
         # every channel drains at once, within the same grace
         await asyncio.gather(*(channel.stop(grace) for channel in self.channels), return_exceptions=True)
-        while (self.pipeline.in_flight or (self._queue_task is not None and not self._queue_task.done())) \
+        while (self.pipeline.in_flight or self.pipeline.settling
+               or (self._queue_task is not None and not self._queue_task.done())) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.pipeline.in_flight:
             log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
                         "is not recorded before the database closes stays 'sending' until the recovery "
                         "sweep fails and refunds it", len(self.pipeline.in_flight))
+        if self.pipeline.settling:
+            log.error("shutdown: %d delivery outcome(s) could not be recorded (database unreachable); "
+                      "the next start settles them as failed and refunded", len(self.pipeline.settling))
+            for task in self.pipeline.settling:
+                task.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,6 +160,7 @@ class RelayServer:
                 await task
         assert self.upstream is not None
         await self.upstream.close()
+        tlslog.uninstall(asyncio.get_running_loop())
 
 
 async def serve_until_signalled(server: RelayServer, on_ready: Callable[[], None] | None = None) -> None:

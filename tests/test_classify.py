@@ -212,7 +212,14 @@ REAL_REPLIES = [
         F.PROTOCOL_ERROR, id="postfix-421-timeout-beats-421"),
     pytest.param(
         452, None, "452 4.3.1 Insufficient system storage",
-        F.SYSTEM_OTHER, id="postfix-system-storage-not-quota"),
+        F.SERVER_BUSY, id="postfix-system-storage-is-server-busy"),
+    pytest.param(
+        452, "4.3.1", "Mail system full", F.SERVER_BUSY, id="rfc3463-4.3.1-mail-system-full"),
+    pytest.param(
+        451, "4.4.1", "No answer from host", F.CONNECT_FAILED, id="rfc3463-4.4.1-no-answer"),
+    pytest.param(
+        553, "5.1.8", "Sender rejected", F.REJECTED_OTHER,
+        id="rfc3463-5.1.8-sender-not-recipient"),
     pytest.param(
         450, None, "450 4.7.1 Client host rejected: cannot find your hostname, [203.0.113.5]",
         F.TEMPORARY_OTHER, id="postfix-4.7.1-transient"),

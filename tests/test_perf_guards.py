@@ -86,7 +86,7 @@ async def test_ehlo_reply_is_one_write_with_every_line(relay, monkeypatch) -> No
     assert len(writes) == 2  # the greeting, then the whole EHLO reply at once
     lines = reply.split("\r\n")
     assert lines[-1] == "" and lines[-2] == "250 HELP"
-    assert lines[:-2] == ["250-relay.test", "250-SIZE 10485760", "250-8BITMIME",
+    assert lines[:-2] == ["250-relay.test", "250-SIZE 10485760", "250-8BITMIME", "250-SMTPUTF8",
                           "250-AUTH LOGIN PLAIN", "250-PIPELINING"]
 
 

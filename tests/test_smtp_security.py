@@ -185,6 +185,7 @@ async def test_idle_connection_is_closed(db_dsn, store, peer) -> None:
     try:
         raw = await Raw.open(live.port)
         await raw.cmd("EHLO client.test")
+        assert (await raw.reply(timeout=3)).startswith("421 4.4.2")  # RFC 5321: say so, then close
         assert await raw.closed(timeout=3)
     finally:
         await live.server.stop(grace=1)

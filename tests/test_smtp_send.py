@@ -248,7 +248,7 @@ class _DataReader:
 
     def __init__(self, pieces: list[bytes]) -> None:
         self._reader = _Chunks(pieces)
-        self.channel = type("C", (), {"max_message_bytes": 10_000_000})()
+        self.channel = type("C", (), {"max_message_bytes": 10_000_000, "data_timeout": 60.0})()
 
     def _reset_timeout(self) -> None:
         pass

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from relay.config import Config
+    from relay.limits import AuthThrottle
     from relay.pipeline import Pipeline
     from relay.store.store import Store
 
@@ -49,3 +50,4 @@ class ServerContext:
     pipeline: Pipeline
     key_secret: bytes
     clock: Callable[[], datetime]
+    auth_throttle: AuthThrottle | None = None  # failed credentials per address, shared by every listener

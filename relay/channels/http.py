@@ -45,11 +45,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from relay import compose, hygiene, metrics, openapi
+from relay.addresses import addresses_in_text
 from relay.channels.base import Endpoint, ServerContext
+from relay.channels.http_guard import Guard, GuardedProtocol, GuardMiddleware
 from relay.config import parse_listen
 from relay.dkim import api as dkim_api
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
 from relay.tls import listener_context, make_tls_context
@@ -84,10 +87,19 @@ DEFAULT_RETRY_AFTER: dict[Outcome, int] = {
     Outcome.RATE_LIMITED: 1, Outcome.UPSTREAM_UNAVAILABLE: 30, Outcome.TEMPORARY: 5,
     Outcome.IDEMPOTENCY_IN_FLIGHT: 5,
 }
-# JSON may spell a character as a 6-byte \uXXXX escape (clients with ensure_ascii, like
-# requests): a message just under the limit can take twice its size in JSON, plus the envelope.
-# Past this, no body can hold an acceptable message, so it is refused unread.
+# The size limit is on the message (SPEC: html + text, decoded), not on its JSON: a character may
+# be spelled as a 6-byte \uXXXX escape (clients with ensure_ascii; Go escapes <, > and & so),
+# so a message just under the limit can take up to six times its size in JSON, plus the envelope.
+# Past that no body can hold an acceptable message, and it is refused unread; under it the body
+# is read and the decoded html + text are measured.
+JSON_EXPANSION = 6
 JSON_OVERHEAD = 1 << 20
+# Memory: a body over LARGE_BODY bytes is buffered only while holding one of LARGE_BODIES places
+# (the others wait), so the process holds at most LARGE_BODIES x body_limit() of large bodies.
+LARGE_BODY = 1 << 20
+LARGE_BODIES = 4
+# A refused credential check over HTTP: come back when the throttle's window has moved on.
+THROTTLED_RETRY_AFTER = 60
 _MAX_ERROR_TEXT = 400
 # Decoding and composing cost about 0.1 s of CPU per MB (the email package writes line by line):
 # past this size they run in a worker thread so one big message does not stall the shared loop.
@@ -99,7 +111,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def body_limit(max_message_bytes: int) -> int:
     """The most request-body bytes /v1/send buffers before answering 413."""
-    return 2 * max_message_bytes + JSON_OVERHEAD
+    return JSON_EXPANSION * max_message_bytes + JSON_OVERHEAD
 
 
 def size_text(size: int) -> str:
@@ -190,8 +202,10 @@ class Api:
     """The route handlers over one pipeline; feature routes (FEATURE_ROUTES) get it too."""
 
     def __init__(self, pipeline: Pipeline, hostname: str, max_message_bytes: int,
-                 context: ServerContext | None = None) -> None:
+                 context: ServerContext | None = None, throttle: AuthThrottle | None = None) -> None:
         self.pipeline = pipeline
+        self.throttle = throttle or AuthThrottle(3, 10)
+        self.large_bodies = asyncio.Semaphore(LARGE_BODIES)
         self.store = pipeline.store
         self.context = context
         self.hostname = hostname
@@ -213,7 +227,17 @@ class Api:
         return self.reply(result) if isinstance(result, Result) else result
 
     async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
-        result = await self.pipeline.authenticate(_bearer(request))
+        """The key check, throttled per client address as SMTP's AUTH is (delay, then 429)."""
+        ip = request.client.host if request.client else "unknown"
+        async with self.throttle.attempt(ip) as attempt:
+            if attempt is None:
+                result: Principal | Result = reject(
+                    Outcome.RATE_LIMITED, "too many failed authentication attempts from your address",
+                    retry_after=THROTTLED_RETRY_AFTER)
+            else:
+                result = await self.pipeline.authenticate(_bearer(request))
+                if isinstance(result, Result) and result.outcome in (Outcome.KEY_INVALID, Outcome.KEY_DISABLED):
+                    attempt.failed()  # a wrong key is a guess; no key at all or a database blip is not
         if isinstance(result, Result):
             if result.outcome is not Outcome.TEMPORARY:
                 metrics.AUTH_FAILURES.labels(CHANNEL).inc()
@@ -221,14 +245,21 @@ class Api:
                 self._counted(result)
         return result
 
-    async def _read_body(self, request: Request) -> bytes | None:
-        """The body, or None as soon as it is known to be over the limit."""
+    async def _read_body(self, request: Request, held: contextlib.AsyncExitStack) -> bytes | None:
+        """The body, or None as soon as it is known to be over the limit; a large one only while
+        holding a place among LARGE_BODIES (held until the request ends)."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             return None
+        large = declared.isdigit() and int(declared) > LARGE_BODY
+        if large:
+            await held.enter_async_context(self.large_bodies)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
+            if len(body) > LARGE_BODY and not large:  # no (or a false) Content-Length
+                large = True
+                await held.enter_async_context(self.large_bodies)
             if len(body) > self.max_body:
                 return None
         return bytes(body)
@@ -274,6 +305,8 @@ class Api:
                           received=self._received(request))
         key = request.headers.get("idempotency-key")  # checked by the pipeline
         message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
+                          from_display_addresses=addresses_in_text(send.sender.name),
+                          smtputf8=not all(a.isascii() for a in (send.sender.address, *send.recipients)),
                           has_body=send.has_body, size=send.size, idempotency_key=key,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away
@@ -290,11 +323,12 @@ class Api:
         opened = await self.pipeline.open_call(principal, CHANNEL)
         if isinstance(opened, Result):
             return self._unread(self.reply(opened))
-        body = await self._read_body(request)
-        if body is None:
-            too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
-            return self._unread(self.reply(self._counted(too_large)))
-        return self.reply(await self._submit(opened, body, request))
+        async with contextlib.AsyncExitStack() as held:
+            body = await self._read_body(request, held)
+            if body is None:
+                too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
+                return self._unread(self.reply(self._counted(too_large)))
+            return self.reply(await self._submit(opened, body, request))
 
     @staticmethod
     def _unread(response: Response) -> Response:
@@ -356,9 +390,9 @@ FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (dkim_api.routes,)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
-              context: ServerContext | None = None) -> Starlette:
+              context: ServerContext | None = None, throttle: AuthThrottle | None = None) -> Starlette:
     """The ASGI application of the HTTPS API (context: the server's parts, for feature routes)."""
-    api = Api(pipeline, hostname, max_message_bytes, context)
+    api = Api(pipeline, hostname, max_message_bytes, context, throttle)
     routes = [
         Route("/v1/send", _guarded(api.send), methods=["POST"]),
         Route("/v1/messages/{message_id}", _guarded(api.message), methods=["GET"]),
@@ -402,8 +436,9 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """uvicorn serving an ASGI app on the caller's running event loop (no signals, no logging setup)."""
 
-    def __init__(self, app: ASGIApp, *, shutdown_grace: float = 30.0) -> None:
+    def __init__(self, app: ASGIApp, *, shutdown_grace: float = 30.0, guard: Guard | None = None) -> None:
         self.app = app
+        self.guard = guard
         self.shutdown_grace = shutdown_grace
         self._server: _Server | None = None
         self._sockets: list[socket.socket] = []
@@ -423,6 +458,12 @@ class HttpServer:
             self.app, host=host, port=port, loop="none", lifespan="off", log_config=None,
             log_level="warning", access_log=False, server_header=False, **tls,
         )
+        config.load()
+        if self.guard is not None:
+            # per-address limit, header and body deadlines, lingering close (http_guard.py)
+            config.http_protocol_class = functools.partial(  # type: ignore[assignment]
+                GuardedProtocol, config.http_protocol_class, self.guard)
+            config.loaded_app = GuardMiddleware(config.loaded_app, self.guard)
         server = _Server(config)
         self._sockets = [await _bind(host, port)]
         task = asyncio.create_task(server.serve(sockets=self._sockets), name="http-server")
@@ -445,6 +486,8 @@ class HttpServer:
         server, self._server = self._server, None
         if server is None or self._task is None:
             return
+        if self.guard is not None:
+            self.guard.stopping = True
         grace = self.shutdown_grace if grace is None else grace
         server.config.timeout_graceful_shutdown = math.ceil(grace) if grace else 0
         server.should_exit = True
@@ -461,8 +504,11 @@ class HttpChannel:
         self.cfg = cfg.http
         self.server = HttpServer(
             build_app(ctx.pipeline, hostname=cfg.smtp.hostname, max_message_bytes=cfg.limits.max_message_bytes,
-                      context=ctx),
+                      context=ctx, throttle=ctx.auth_throttle or AuthThrottle(
+                          cfg.smtp.auth_failures_before_delay, cfg.smtp.auth_failures_before_refusal)),
             shutdown_grace=cfg.server.shutdown_grace_seconds,
+            guard=Guard(ConnectionLimit(self.cfg.max_connections_per_address), self.cfg.header_timeout_seconds,
+                        self.cfg.body_timeout_seconds),
         )
         self._endpoints: list[Endpoint] = []
 

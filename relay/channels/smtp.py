@@ -13,22 +13,24 @@ import logging
 import os
 import ssl
 import time
+import typing
 import uuid
 import warnings
 from base64 import b64decode
-from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from relay import hygiene, metrics
+from relay import hygiene, metrics, tlslog
+from relay.addresses import needs_smtputf8
 from relay.channels.base import Endpoint, ServerContext
 from relay.config import parse_listen
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outcomes import Outcome, Result
 from relay.pipeline import Message, Pipeline, Transaction
 from relay.tls import listener_context
@@ -69,50 +71,15 @@ def _clean(text: str) -> str:
 
 def smtp_reply(result: Result) -> str:
     """The reply line for a pipeline result."""
+    if result.outcome is Outcome.RELAY_FAILED and " 5.6.7" in f" {result.upstream_reply or ''}":
+        # the upstream cannot take an internationalized message (no SMTPUTF8): RFC 6531 3.4
+        return f"553 5.6.7 upstream cannot accept this internationalized message: {_clean(result.reason)}"
     code, enhanced, template = SMTP_REPLIES[result.outcome]
     text = template.format(id=result.message_id or "", reason=_clean(result.reason))
     enhanced = result.enhanced or enhanced if code >= 400 else ""
     if enhanced and code >= 400:
         enhanced = f"{str(code)[0]}{enhanced[1:]}"  # keep class digit in step with the reply
     return f"{code} {enhanced} {text}" if enhanced else f"{code} {text}"
-
-
-class AuthThrottle:
-    """Failed AUTH per client address across connections: slow down, then refuse (per process)."""
-
-    def __init__(self, delay_after: int, refuse_after: int, window: float = 900.0,
-                 max_tracked: int = 100_000) -> None:
-        self.delay_after = delay_after
-        self.refuse_after = refuse_after
-        self.window = window
-        self.max_tracked = max_tracked
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, ip: str) -> deque[float]:
-        times = self._failures.get(ip)
-        if times is None:
-            return deque()
-        cutoff = time.monotonic() - self.window
-        while times and times[0] < cutoff:
-            times.popleft()
-        return times
-
-    def verdict(self, ip: str) -> float | None:
-        """Seconds to wait before answering this address's AUTH, or None to refuse it."""
-        n = len(self._recent(ip))
-        if n >= self.refuse_after:
-            return None
-        if n >= self.delay_after:
-            return min(2.0 ** (n - self.delay_after), 8.0)
-        return 0.0
-
-    def failed(self, ip: str) -> None:
-        """Record a failed AUTH."""
-        times = self._failures.pop(ip, None) or deque()
-        times.append(time.monotonic())
-        self._failures[ip] = times
-        while len(self._failures) > self.max_tracked:
-            self._failures.popitem(last=False)
 
 
 def _cached_dir(names: tuple[str, ...]) -> Any:
@@ -155,10 +122,13 @@ class SmtpHandler:
     __dir__ = _cached_dir(("handle_",))
 
     def __init__(self, pipeline: Pipeline, *, hostname: str, max_message_bytes: int,
-                 throttle: AuthThrottle) -> None:
+                 throttle: AuthThrottle, data_timeout: float = 600.0,
+                 connection_limit: ConnectionLimit | None = None) -> None:
         self.pipeline = pipeline
+        self.connection_limit = connection_limit or ConnectionLimit(0)
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
+        self.data_timeout = data_timeout
         self.throttle = throttle
         self.connections: set[RelaySMTP] = set()
         self.draining = False
@@ -182,6 +152,8 @@ class SmtpHandler:
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: rate limit, sender authorization, pre-flight (SPEC: as early as known)."""
+        if needs_smtputf8(address) and not envelope.smtp_utf8:
+            return "553 5.6.7 Internationalized address requires MAIL FROM ... SMTPUTF8 (RFC 6531)"
         principal: Principal = session.auth_data
         opened = await self.pipeline.begin(principal, address, "smtp")
         if isinstance(opened, Result):
@@ -191,12 +163,16 @@ class SmtpHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.txn = opened  # type: ignore[attr-defined]
+        # RFC 6152: say so to the upstream too (aiosmtpd accepts only 7BIT and 8BITMIME)
+        envelope.body_8bit = "BODY=8BITMIME" in mail_options  # type: ignore[attr-defined]
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO: address validity and the recipient limit; duplicates are accepted once."""
         envelope.rcpt_attempts = getattr(envelope, "rcpt_attempts", 0) + 1  # type: ignore[attr-defined]
+        if needs_smtputf8(address) and not envelope.smtp_utf8:
+            return "553 5.6.7 Internationalized address requires MAIL FROM ... SMTPUTF8 (RFC 6531)"
         if address.lower() in (r.lower() for r in envelope.rcpt_tos):
             return "250 2.1.5 OK (duplicate recipient ignored)"
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
@@ -217,24 +193,56 @@ class RelaySMTP(SMTP):
     __dir__ = _cached_dir(("auth_", "smtp_"))
 
     def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+        # SMTPUTF8 (RFC 6531) offered: internationalized addresses; 8BITMIME is aiosmtpd's default
         super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
-                         data_size_limit=channel.max_message_bytes, **kwargs)
+                         data_size_limit=channel.max_message_bytes, enable_SMTPUTF8=True, **kwargs)
         self.channel = channel
         self.implicit_tls = implicit_tls
         self.close_after_reply = False
         self.in_data = False
+        self.counted_ip: str | None = None  # the address this connection counts against
 
     # connection bookkeeping for graceful shutdown -------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Track the connection so shutdown can reach it."""
+        """Count the connection against its address (over the limit: 421 at once), track it."""
+        if self.counted_ip is None:  # not again for the TLS layer STARTTLS adds
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+            if not self.channel.connection_limit.acquire(ip):
+                log.info("SMTP connection from %s refused: too many open connections from it", ip)
+                # (uvloop's transports do not subclass asyncio.WriteTransport, though they are one)
+                typing.cast(asyncio.WriteTransport, transport).write(
+                    f"421 4.7.0 {self.hostname} Too many connections from your address, try again later\r\n".encode())
+                transport.close()
+                return
+            self.counted_ip = ip
         super().connection_made(transport)
         self.channel.connections.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Forget the connection."""
+        if self.counted_ip is None:
+            return  # refused by the connection limit: aiosmtpd never started
+        if self.counted_ip:
+            self.channel.connection_limit.release(self.counted_ip)
+            self.counted_ip = ""
         self.channel.connections.discard(self)
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        """Idle timeout: say so (RFC 5321 4.5.3.2: 421 before closing), then aiosmtpd closes."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        super()._timeout_cb()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS, once: inside TLS it is a bad sequence (503), not a second handshake."""
+        if self._tls_protocol is not None or self.implicit_tls:
+            await self.push("503 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     def say_goodbye(self) -> None:
         """Shutdown: tell an idle client and close."""
@@ -252,7 +260,12 @@ class RelaySMTP(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
 
     async def handle_exception(self, error: Exception) -> str:
-        """Anything unexpected is transient for the client and never shows our internals."""
+        """Anything unexpected is transient for the client and never shows our internals; a
+        client's failed TLS is one INFO line, not a traceback."""
+        if tlslog.is_tls_failure(error):
+            tlslog.log_failure(self.peer_ip, error)
+            self._set_rset_state()
+            return TEMPORARY_REPLY
         log.exception("SMTP session error from %s", self.peer_ip)
         self._set_rset_state()
         return TEMPORARY_REPLY
@@ -307,6 +320,10 @@ class RelaySMTP(SMTP):
             password = answer
         return password.decode("utf-8", "replace")
 
+    async def _refuse_auth(self) -> None:
+        self.close_after_reply = True
+        await self.push("421 4.7.0 Too many failed authentication attempts, try again later")
+
     async def smtp_AUTH(self, arg: str | None) -> None:
         """AUTH PLAIN / LOGIN with the API key as password, throttled per client address."""
         if await self.check_helo_needed("EHLO"):
@@ -329,23 +346,25 @@ class RelaySMTP(SMTP):
         if mechanism not in ("PLAIN", "LOGIN"):
             await self.push("504 5.5.4 Unrecognized authentication type")
             return
-        wait = self.channel.throttle.verdict(self.peer_ip)
-        if wait is None:
-            self.close_after_reply = True
-            await self.push("421 4.7.0 Too many failed authentication attempts, try again later")
+        if self.channel.throttle.verdict(self.peer_ip) is None:
+            await self._refuse_auth()
             return
         secret = await self._auth_secret(mechanism, args)
         if secret is None:
             return
-        if wait:
-            await asyncio.sleep(wait)
-        result = await self.channel.pipeline.authenticate(secret)
-        if isinstance(result, Result):
-            if result.outcome is not Outcome.TEMPORARY:
-                self.channel.throttle.failed(self.peer_ip)
-                metrics.AUTH_FAILURES.labels("smtp").inc()
-            await self.push(smtp_reply(result))
-            return
+        # counted from here, whatever happens in parallel (issue 16): the verdict and the count
+        # are taken together, before the awaited key check
+        async with self.channel.throttle.attempt(self.peer_ip) as attempt:
+            if attempt is None:
+                await self._refuse_auth()
+                return
+            result = await self.channel.pipeline.authenticate(secret)
+            if isinstance(result, Result):
+                if result.outcome is not Outcome.TEMPORARY:  # a database blip is not a guess
+                    attempt.failed()
+                    metrics.AUTH_FAILURES.labels("smtp").inc()
+                await self.push(smtp_reply(result))
+                return
         self.session.authenticated = True
         self.session.auth_data = result
         await self.push("235 2.7.0 Authentication successful")
@@ -375,6 +394,8 @@ class RelaySMTP(SMTP):
         """
         limit = self.channel.max_message_bytes
         reader = self._reader
+        # a total deadline: the idle timer restarts on every byte, so a trickle would outlive it
+        deadline = asyncio.get_running_loop().time() + self.channel.data_timeout
         # the CRLF that ended the DATA line: lets a first line of "." end an empty message
         buf = bytearray(b"\r\n")
         search_from = 0
@@ -404,7 +425,11 @@ class RelaySMTP(SMTP):
                 dropped += search_from
                 del buf[:search_from]
                 search_from = 0
-            chunk = await reader.read(1 << 18)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await reader.read(1 << 18)
+            except TimeoutError:
+                raise DataTimeout from None
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
             self._reset_timeout()
@@ -438,7 +463,14 @@ class RelaySMTP(SMTP):
         self.in_data = True
         try:
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            data, bare, dotted = await self._read_data()
+            try:
+                data, bare, dotted = await self._read_data()
+            except DataTimeout:
+                # nothing was admitted: the client hears why, and the connection ends
+                log.info("SMTP DATA from %s exceeded %.0f s; closing", self.peer_ip, self.channel.data_timeout)
+                self.close_after_reply = True
+                await self.push(f"421 4.4.2 {self.hostname} Error: DATA timeout exceeded, closing connection")
+                return
             self._reset_timeout()
             if data is None:
                 too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
@@ -448,6 +480,9 @@ class RelaySMTP(SMTP):
                 result = metrics.counted("smtp", Result(
                     Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
                     "send CRLF line endings", enhanced="5.6.11"))
+            elif b"\x00" in data:  # one memchr; a NUL is in no valid message (RFC 5322 2.3)
+                result = metrics.counted("smtp", Result(
+                    Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0"))
             else:
                 # aiosmtpd's idle timer would fire during a slow upstream: pause it meanwhile
                 if self._timeout_handle is not None:
@@ -495,11 +530,17 @@ class RelaySMTP(SMTP):
         )
         return Message(
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
+            from_display_addresses=facts.from_display_addresses,
             data=prepared, has_body=has_body, size=size,
             idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
+            body_8bit=bool(getattr(self.envelope, "body_8bit", False)), smtputf8=bool(self.envelope.smtp_utf8),
         )
+
+
+class DataTimeout(Exception):
+    """The DATA phase went past smtp.data_timeout_seconds."""
 
 
 def _reason(exc: OSError) -> str:
@@ -517,7 +558,10 @@ class SmtpChannel:
         self.cfg = ctx.cfg.smtp
         self.handler = SmtpHandler(
             ctx.pipeline, hostname=self.cfg.hostname, max_message_bytes=ctx.cfg.limits.max_message_bytes,
-            throttle=AuthThrottle(self.cfg.auth_failures_before_delay, self.cfg.auth_failures_before_refusal),
+            throttle=ctx.auth_throttle or AuthThrottle(self.cfg.auth_failures_before_delay,
+                                                       self.cfg.auth_failures_before_refusal),
+            data_timeout=self.cfg.data_timeout_seconds,
+            connection_limit=ConnectionLimit(self.cfg.max_connections_per_address),
         )
         self._servers: list[asyncio.Server] = []
         self._endpoints: list[Endpoint] = []

@@ -85,3 +85,4 @@ class StoreBase:
 
     pool: asyncpg.Pool
     dsn: str | None = None
+    instance_id: int | None = None  # what this process's rows name as their instance (store/instance.py)

@@ -13,6 +13,7 @@ import asyncpg
 from relay.domain import Admission, OpenResult, Principal, SenderRule
 from relay.store.base import StoreBase, in_lock_order, item_error, translated, unsorted
 from relay.store.batch import Batcher
+from relay.store.instance import LOCK_CLASS
 
 # The rate-limit call commits asynchronously: its row lock is released at commit without waiting
 # for the WAL flush, so concurrent calls of one key no longer queue behind each other's fsync
@@ -196,13 +197,23 @@ class SendStore(StoreBase):
         )
         return unsorted([bool(r) for r in results], order)
 
-    async def stranded(self, older_than_seconds: float) -> list[dict[str, Any]]:
-        """Rows a crash left between admit and finalize: 'sending' too long, or queued without a body."""
+    async def stranded(self, older_than_seconds: float,
+                       live: Sequence[uuid.UUID] = ()) -> list[dict[str, Any]]:
+        """Rows a crash left between admit and finalize: queued without a body too long, or
+        'sending' and either admitted by an instance that holds no lock (it died: at once) or,
+        for this instance's rows and rows from before instance ids, 'sending' too long and not
+        among live (the sends and finalize retries this process still has in hand)."""
         records = await self.pool.fetch(
-            "SELECT m.id, m.status, m.credits_charged, m.account_id FROM messages m "
-            "WHERE m.updated_at < clock_timestamp() - make_interval(secs => $1) AND ("
-            " m.status = 'sending' OR (m.status = 'queued' AND NOT EXISTS "
-            "  (SELECT 1 FROM queued_bodies b WHERE b.message_id = m.id)))",
-            older_than_seconds,
+            "WITH c AS MATERIALIZED ("
+            " SELECT m.id, m.status, m.credits_charged, m.account_id, m.instance_id, m.updated_at"
+            " FROM messages m WHERE m.status = 'sending' OR (m.status = 'queued'"
+            "  AND m.updated_at < clock_timestamp() - make_interval(secs => $1)"
+            "  AND NOT EXISTS (SELECT 1 FROM queued_bodies b WHERE b.message_id = m.id))) "
+            "SELECT c.id, c.status, c.credits_charged, c.account_id FROM c WHERE c.status = 'queued'"
+            " OR (c.instance_id IS NOT DISTINCT FROM $2 OR c.instance_id IS NULL)"
+            "    AND c.updated_at < clock_timestamp() - make_interval(secs => $1) AND c.id <> ALL($3::uuid[])"
+            " OR c.instance_id IS DISTINCT FROM $2 AND c.instance_id IS NOT NULL"
+            "    AND pg_try_advisory_xact_lock($4, c.instance_id)",
+            older_than_seconds, self.instance_id, list(live), LOCK_CLASS,
         )
         return [dict(r.items()) for r in records]

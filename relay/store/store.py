@@ -14,6 +14,7 @@ import asyncpg
 from relay.store.admin import AdminStore
 from relay.store.dashboard import DashboardStore
 from relay.store.domains import DomainStore
+from relay.store.instance import InstanceStore, new_instance_id
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
@@ -25,12 +26,14 @@ async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, DomainStore, UserStore, DashboardStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, InstanceStore, DomainStore,
+            UserStore, DashboardStore):
     """A connection pool plus the queries; one instance per process."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str | None = None, instance_id: int | None = None) -> None:
         self.pool = pool
         self.dsn = dsn
+        self.instance_id = instance_id
         self._init_send()
 
     @classmethod
@@ -40,13 +43,24 @@ class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, DomainS
         # advisory locks on pool connections; the queue worker LISTENs on a connection of its own),
         # so the default reset query, a round trip on every release, is skipped; asyncpg still
         # rolls back an open transaction on release.
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep)
+        # relay.instance: what the messages rows admitted on these connections name as their
+        # instance (store/instance.py), set once per connection at its start: no round trip
+        instance_id = new_instance_id()
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep,
+                                         server_settings={"relay.instance": str(instance_id)})
         assert pool is not None
-        return cls(pool, dsn)
+        store = cls(pool, dsn, instance_id)
+        try:
+            await store.hold_instance_lock()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
 
     async def close(self) -> None:
-        """Close the pool, waiting for queries in flight."""
+        """Close the pool, waiting for queries in flight, and give up the instance lock."""
         await self.pool.close()
+        await self.release_instance_lock()
 
 
 def as_dict(value: Any) -> dict[str, Any]:

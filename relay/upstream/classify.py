@@ -82,9 +82,11 @@ _STRONG = _rules(
      r"|protocol (?:error|violation)", F.PROTOCOL_ERROR),
     # Gmail's 5.7.26 text ends with "...protect our users from spam": authentication, not content.
     (r"\b(?:spf|dkim|dmarc)\b|unauthenticated", F.REJECTED_OTHER),
-    # RFC 5321's "insufficient system storage" is the receiver's disk, not the recipient's quota.
-    (r"local (?:problem|error)|internal (?:server )?error|system (?:problem|error|failure)"
-     r"|insufficient system storage", F.SYSTEM_OTHER),
+    # RFC 5321's "insufficient system storage" (452, RFC 3463 X.3.1 "mail system full") is the
+    # receiving server's own storage, not the recipient's quota: the server cannot take mail now.
+    (r"insufficient system storage|mail system (?:is )?full|system storage", F.SERVER_BUSY),
+    (r"local (?:problem|error)|internal (?:server )?error|system (?:problem|error|failure)",
+     F.SYSTEM_OTHER),
     (r"over ?quota|quota ?exceeded|exceeded (?:\w+ )?quota|mailbox (?:is )?full"
      r"|mailbox size limit|insufficient storage", F.MAILBOX_FULL),
     (r"size (?:limit|exceeds)|(?:message|mail) (?:is )?too (?:big|large)"
@@ -131,6 +133,9 @@ _ENHANCED: dict[str, FailureCode] = {
     "X.1.1": F.NO_SUCH_USER, "X.1.2": F.BAD_DOMAIN, "X.1.3": F.BAD_ADDRESS_FORMAT,
     "X.1.6": F.ADDRESS_GONE, "X.1.10": F.BAD_DOMAIN,  # RFC 7505 null MX
     "X.2.1": F.ACCOUNT_DISABLED, "X.2.2": F.MAILBOX_FULL, "X.2.3": F.REJECTED_OTHER,
+    # RFC 3463: X.3.1 mail system full (the server's storage), X.4.1 no answer from host,
+    # X.1.7/X.1.8 the *sender's* address (not the recipient's)
+    "X.3.1": F.SERVER_BUSY, "X.4.1": F.CONNECT_FAILED, "5.1.7": F.REJECTED_OTHER, "5.1.8": F.REJECTED_OTHER,
     "X.3.2": F.SERVER_BUSY, "X.3.4": F.REJECTED_OTHER, "X.4.4": F.BAD_DOMAIN,
     "X.4.5": F.SERVER_BUSY, "X.4.7": F.EXPIRED, "5.7.1": F.REJECTED_OTHER,
     "X.3": F.SYSTEM_OTHER, "X.4": F.SYSTEM_OTHER, "X.5": F.PROTOCOL_ERROR,

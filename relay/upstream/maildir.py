@@ -7,6 +7,7 @@ import mailbox
 from collections.abc import Sequence
 from pathlib import Path
 
+from relay import hygiene
 from relay.upstream.base import Delivery, Verdict
 from relay.upstream.classify import FailureCode
 
@@ -25,11 +26,14 @@ class MaildirUpstream:
         return self._busy
 
     def _write(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray) -> str:
-        # Return-Path and X-Original-To keep the envelope (Bcc recipients included) visible
-        envelope = (
-            f"Return-Path: <{mail_from}>\r\nX-Original-To: {', '.join(recipients)}\r\n"
-        ).encode()
-        return self._box.add(envelope + data)
+        # Return-Path keeps the envelope sender; X-Original-To names only the recipients the
+        # header already shows, so a Bcc recipient is not revealed to whoever reads the file
+        header = hygiene.header_section(data).lower()
+        shown = [r for r in recipients if r.lower().encode("utf-8", "replace") in header]
+        envelope = f"Return-Path: <{mail_from}>\r\n"
+        if shown:
+            envelope += f"X-Original-To: {', '.join(shown)}\r\n"
+        return self._box.add(envelope.encode() + data)
 
     async def deliver(self, mail_from: str, recipients: Sequence[str], data: bytes | bytearray, *,
                       crlf_verified: bool = False, dot_free: bool = False, body_8bit: bool | None = None,
