@@ -13,8 +13,10 @@ import os
 
 from relay.channels.base import Endpoint, ServerContext
 from relay.channels.http import HttpServer
+from relay.channels.http_guard import Guard
 from relay.config import parse_listen
 from relay.errors import ListenError
+from relay.limits import ConnectionLimit
 from relay.tls import listener_context
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,10 @@ class DashboardChannel:
         self.cfg = ctx.cfg.dashboard
         app = build_app(ctx.store, self.cfg, ctx.key_secret, https=bool(self.cfg.tls_cert), config=ctx.cfg,
                         clock=ctx.clock)
-        self.server = HttpServer(app, shutdown_grace=ctx.cfg.server.shutdown_grace_seconds)
+        http = ctx.cfg.http  # the same per-address limit and header/body deadlines as the API's listener
+        self.server = HttpServer(app, shutdown_grace=ctx.cfg.server.shutdown_grace_seconds,
+                                 guard=Guard(ConnectionLimit(http.max_connections_per_address),
+                                             http.header_timeout_seconds, http.body_timeout_seconds))
         self._endpoints: list[Endpoint] = []
 
     @property
