@@ -318,3 +318,28 @@ async def test_overview_counts_today_and_lists_the_debit(db_dsn: str, store: Sto
         today = (await store.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")).isoformat()
         assert f'<tr><th scope="row">{today}</th><td>1</td><td>0</td><td>0</td><td>0</td></tr>' in page.text
         assert "sent: 1" in page.text and f"{today}: 1 sent" in page.text  # legend and the bar's title
+
+
+async def test_dashboard_connections_per_address_are_limited(db_dsn: str, store: Store, peer: Peer) -> None:
+    import asyncio
+
+    from tests.conftest import eventually, relay_config, start_relay
+
+    cfg = relay_config(db_dsn, peer.url, dashboard={"listen": "127.0.0.1:0"},
+                       http={"max_connections_per_address": 2})
+    live = await start_relay(cfg, store, peer)
+    try:
+        port = live.server.port("dashboard")
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        async with httpx.AsyncClient(base_url=base_url(live)) as client:
+            refused = await client.get("/login")  # a third connection from this address
+            assert refused.status_code == 503
+            for _, writer in held:
+                writer.close()
+
+            async def served() -> bool:
+                async with httpx.AsyncClient(base_url=base_url(live)) as fresh:
+                    return (await fresh.get("/login")).status_code == 200
+            await eventually(served, what="slots freed by closed connections are reused")
+    finally:
+        await live.server.stop(grace=1)
