@@ -185,7 +185,8 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
 
     upstream = signing(make_upstream(cfg), store, args.secret_key, cfg.dkim)
     try:
-        tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue).deliver_due(sender=args.sender)
+        tally = await QueueWorker(store, upstream, cfg.limits, cfg.queue, utcnow, cfg.bounces.domain,
+                                  args.secret_key).deliver_due(sender=args.sender)
     finally:
         await upstream.close()
     data = {"released": released, "sent": tally.sent, "failed": tally.failed, "retry_later": tally.retried}
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = leaf(sub, "logs", cmd_logs, "message log, newest first")
     p.add_argument("--account")
-    p.add_argument("--status", choices=["sending", "sent", "queued", "failed"])
+    p.add_argument("--status", choices=["sending", "sent", "queued", "failed", "suppressed"])
     p.add_argument("--channel", choices=["api", "smtp"])
     p.add_argument("--limit", type=_positive("--limit"), default=50)
     p = leaf(sub, "queue", cmd_queue, "list queued messages (or: queue release)")

@@ -16,6 +16,8 @@ from relay.dashboard import settings as dashboard_settings
 from relay.dkim import config as dkim_config
 from relay.dkim.config import DkimConfig, DnsConfig
 from relay.errors import RelayError
+from relay.events.config import BouncesConfig, EventsConfig, WebhooksConfig
+from relay.inbound.config import InboundConfig
 
 
 class ConfigError(RelayError):
@@ -132,6 +134,10 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     dashboard: dashboard_settings.DashboardConfig = field(default_factory=dashboard_settings.DashboardConfig)
@@ -248,6 +254,10 @@ def _validate(cfg: Config) -> None:
         "retention.log_days": cfg.retention.log_days,
         "retention.cleanup_interval_seconds": cfg.retention.cleanup_interval_seconds,
         "retention.batch_size": cfg.retention.batch_size,
+        "webhooks.timeout_seconds": cfg.webhooks.timeout_seconds,
+        "webhooks.concurrency": cfg.webhooks.concurrency,
+        "webhooks.lease_seconds": cfg.webhooks.lease_seconds,
+        "webhooks.poll_seconds": cfg.webhooks.poll_seconds,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -261,6 +271,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:
         raise ConfigError("limits.default_daily_cap: must be 0 or more")
+    if problem := cfg.inbound.problem():
+        raise ConfigError(problem)
     for key, problem in dkim_config.problems(cfg.dns, cfg.dkim):
         raise ConfigError(f"{key}: {problem}")
     for key, count in (("smtp.max_connections_per_address", cfg.smtp.max_connections_per_address),

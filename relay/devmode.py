@@ -47,6 +47,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+DEV_INBOUND_LISTEN = "127.0.0.1:2526"
+
+
 def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     """`relay dev`'s local settings on top of the loaded config.
 
@@ -63,8 +66,16 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     cfg = cfg.replace("smtp", listen=smtp_listen, allow_plaintext_auth=plaintext,
                       hostname=cfg.smtp.hostname if "smtp.hostname" in explicit else DEV_HOSTNAME)
     cfg = cfg.replace("http", listen=cfg.http.listen if "http.listen" in explicit else DEV_HTTP_LISTEN)
-    cfg = cfg.replace("dashboard",
-                      listen=cfg.dashboard.listen if "dashboard.listen" in explicit else DEV_DASHBOARD_LISTEN)
+    cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
+    # the inbound listener on 2526 beside the defaults; a user who placed SMTP elsewhere (two instances
+    # side by side) places inbound too, or has none
+    inbound = (cfg.inbound.listen if "inbound.listen" in explicit
+               else "" if "smtp.listen" in explicit else DEV_INBOUND_LISTEN)
+    cfg = cfg.replace("inbound", listen=inbound, allow_private_targets=True)
+    # the dashboard on 8026 likewise: placed by the user, or none when SMTP was placed elsewhere
+    dashboard = (cfg.dashboard.listen if "dashboard.listen" in explicit
+                 else "" if "smtp.listen" in explicit else DEV_DASHBOARD_LISTEN)
+    cfg = cfg.replace("dashboard", listen=dashboard)
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -90,6 +101,8 @@ def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, 
         elif bound.name == "http":
             scheme = "https" if cfg.http.tls_cert else "http"
             lines.append(f"  HTTP     {scheme}://{_address(bound)}/v1/send  (Authorization: Bearer <key>)")
+        elif bound.name == "inbound":
+            lines.append(f"  inbound  {_address(bound)}  (mail for `relay route add` routes, POSTed to your app)")
         elif bound.name == "dashboard" and login is not None:
             scheme = "https" if cfg.dashboard.tls_cert else "http"
             lines.append(f"  dashboard {scheme}://{_address(bound)}/  (log in as {login[0]}, password {login[1]})")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -48,6 +49,9 @@ class Principal:
     enabled: bool
     account_id: int
     senders: tuple[SenderRule, ...]
+    # the account's suppression list as loaded with the key (address -> reason), for SMTP's RCPT TO;
+    # relay_admit checks the list again, so one added since is still skipped and not charged
+    suppressed: Mapping[str, str] = field(default_factory=dict)
 
 
 class AdmitStatus(enum.StrEnum):
@@ -60,6 +64,7 @@ class AdmitStatus(enum.StrEnum):
     IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
     IDEMPOTENCY_IN_FLIGHT = "IDEMPOTENCY_IN_FLIGHT"
     REPLAY = "REPLAY"  # the key was used before for the same message: answer as then
+    SUPPRESSED = "suppressed"  # every recipient is on the suppression list: nothing sent or charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +75,18 @@ class Admission:
     original_id: uuid.UUID | None = None
     original_reply: str | None = None
     replayed_outcome: str | None = None  # an Outcome's value, for REPLAY
+    charged: int = 0  # credits debited (recipients neither suppressed nor free)
+    suppressed: tuple[tuple[str, str], ...] = ()  # (address, reason) of each recipient skipped
 
     @classmethod
-    def from_sql(cls, status: str, original_id: uuid.UUID | None, original_reply: str | None) -> Admission:
+    def from_sql(cls, status: str, original_id: uuid.UUID | None, original_reply: str | None,
+                 charged: int = 0, suppressed: Sequence[str] | None = None,
+                 reasons: Sequence[str] | None = None) -> Admission:
         """Decode relay_admit's text status ('REPLAY:<outcome>' carries the original outcome)."""
         if status.startswith("REPLAY:"):
             return cls(AdmitStatus.REPLAY, original_id, original_reply, status.removeprefix("REPLAY:"))
-        return cls(AdmitStatus(status), original_id, original_reply)
+        skipped = tuple(zip(suppressed or (), reasons or (), strict=True))
+        return cls(AdmitStatus(status), original_id, original_reply, None, charged, skipped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import errors, policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import Any
@@ -43,6 +45,7 @@ class HeaderFacts:
     header_bytes: int
     # address-shaped words in the From: display names ('"ceo@bank.com" <app@example.com>')
     from_display_addresses: tuple[str, ...] = ()
+    subject: str | None = None  # decoded (RFC 2047), for the log row
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,24 @@ def read_header_facts(data: bytes) -> HeaderFacts:
         has_date=_has_value(fields, "date"),
         idempotency_key=_idempotency_key(fields),
         header_bytes=body_start,
+        subject=_subject(fields),
     )
+
+
+_SUBJECT_CHARS = 998  # one RFC 5322 line: the log keeps no more
+
+
+def _subject(fields: list[_Field]) -> str | None:
+    """The first Subject: value, RFC 2047 words decoded; undecodable words are kept as sent."""
+    for field in fields:
+        if field.name == "subject":
+            raw = field.value().decode("utf-8", "replace").strip()
+            try:
+                text = str(make_header(decode_header(raw)))
+            except (HeaderParseError, UnicodeError, ValueError, LookupError):
+                text = raw
+            return " ".join(text.split())[:_SUBJECT_CHARS]
+    return None
 
 
 def _header_line(name: str, value: str, argument: str) -> bytes:

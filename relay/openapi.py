@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from relay.dkim import api as dkim_api
+from relay.events import openapi as events_openapi
+from relay.inbound import openapi as inbound_openapi
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -66,7 +68,8 @@ DOCUMENT: dict[str, Any] = {
                 "parameters": [_ref("parameters", "IdempotencyKey")],
                 "requestBody": {"required": True, "content": _json(_ref("schemas", "SendRequest"))},
                 "responses": {
-                    "200": {"description": "Relayed (charged).", "headers": _REPLAYED,
+                    "200": {"description": "Relayed (charged), or every recipient suppressed (`status: "
+                                           "suppressed`: nothing sent or charged).", "headers": _REPLAYED,
                             "content": _json(_ref("schemas", "Accepted"))},
                     "202": {"description": "Over the sender's daily cap: stored, charged, delivered within "
                                            "24 hours.", "headers": _REPLAYED,
@@ -218,7 +221,10 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object",
                 "required": ["ok", "messageId", "status"],
                 "properties": {"ok": {"const": True}, "messageId": {"type": "string", "format": "uuid"},
-                               "status": {"enum": ["sent", "queued"]}},
+                               "status": {"enum": ["sent", "queued", "suppressed"]},
+                               "suppressed": {"type": "array", "items": {"type": "string"},
+                                              "description": "Recipients skipped: on the suppression list, "
+                                                             "not charged (docs/events.md)."}},
                 "additionalProperties": False,
             },
             "Failure": {
@@ -254,8 +260,9 @@ DOCUMENT: dict[str, Any] = {
                     "ok": {"const": True},
                     "messageId": {"type": "string", "format": "uuid"},
                     "channel": {"enum": ["api", "smtp"]},
-                    "status": {"enum": ["sending", "sent", "queued", "failed"],
-                               "description": "`sending` while the upstream has not answered yet."},
+                    "status": {"enum": ["sending", "sent", "queued", "failed", "suppressed"],
+                               "description": "`sending` while the upstream has not answered yet; "
+                                              "`suppressed` when every recipient was on the suppression list."},
                     "keyId": {"type": "string"},
                     "sender": {"type": "string"},
                     "recipientCount": {"type": "integer", "minimum": 1},
@@ -268,6 +275,9 @@ DOCUMENT: dict[str, Any] = {
                     "createdAt": {"type": "string", "format": "date-time"},
                     "updatedAt": {"type": "string", "format": "date-time"},
                     "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+                    "subject": {"type": ["string", "null"]},
+                    "recipients": {"type": "array", "items": _ref("schemas", "Recipient")},
+                    "events": {"type": "array", "items": _ref("schemas", "Event")},
                 },
                 "additionalProperties": False,
             },
@@ -277,6 +287,10 @@ DOCUMENT: dict[str, Any] = {
 
 
 # Features' paths and schemas, merged in once here.
+DOCUMENT["paths"].update(events_openapi.PATHS)
+DOCUMENT["components"]["schemas"].update(events_openapi.SCHEMAS)
+DOCUMENT["paths"].update(inbound_openapi.PATHS)
+DOCUMENT["components"]["schemas"].update(inbound_openapi.SCHEMAS)
 DOCUMENT["paths"].update(dkim_api.PATHS)
 DOCUMENT["components"]["schemas"].update(dkim_api.SCHEMAS)
 DOCUMENT["components"]["schemas"]["Failure"]["properties"]["code"]["enum"].extend(dkim_api.CODES)

@@ -25,11 +25,13 @@ class Outcome(enum.Enum):
     # issue 4: a repeated Idempotency-Key with another payload, or while the first is in flight
     IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
     IDEMPOTENCY_IN_FLIGHT = "IDEMPOTENCY_IN_FLIGHT"
+    # issue 13: every recipient is on the suppression list; logged, nothing sent or charged
+    SUPPRESSED = "SUPPRESSED"
 
     @property
     def accepted(self) -> bool:
-        """True when the message was taken (and charged)."""
-        return self in (Outcome.SENT, Outcome.QUEUED)
+        """True when the message was taken (charged, or every recipient suppressed)."""
+        return self in (Outcome.SENT, Outcome.QUEUED, Outcome.SUPPRESSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Result:
     failure_code: int | None = None
     upstream_reply: str | None = None
     replayed: bool = False  # the original outcome of an earlier submission with the same idempotency key
+    suppressed: tuple[str, ...] = ()  # recipients skipped because they are on the suppression list
 
 
 def reject(outcome: Outcome, reason: str = "", *, enhanced: str | None = None,

@@ -15,6 +15,9 @@ from relay.addresses import is_valid_address, matching_rule, normalize
 from relay.config import LimitsConfig
 from relay.domain import AdmitStatus, Principal, SenderRule
 from relay.errors import StoreUnavailable
+from relay.events.config import EventsConfig
+from relay.events.simulator import Simulator
+from relay.events.verp import deliver_each
 from relay.outcomes import Outcome, Result, reject
 from relay.settle import settle
 from relay.store.store import Store
@@ -66,18 +69,22 @@ class Message:
     from_display_addresses: tuple[str, ...] = ()  # addresses a From: display name shows
     body_8bit: bool = False  # SMTP BODY=8BITMIME: passed on to the upstream
     smtputf8: bool = False  # internationalized addresses or headers (RFC 6531): the upstream must offer SMTPUTF8
+    subject: str | None = None  # for the log row
 
 
 class Pipeline:
     """The steps of SPEC.md, in order, over a Store and an Upstream."""
 
     def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes,
-                 key_cache_seconds: float = 0.0) -> None:
+                 key_cache_seconds: float = 0.0, events: EventsConfig | None = None,
+                 bounce_domain: str = "") -> None:
         self.store = store
         self.upstream = upstream
         self.limits = limits
         self.key_secret = key_secret
         self.key_cache_seconds = key_cache_seconds
+        self.simulator = Simulator(events or EventsConfig())
+        self.bounce_domain = bounce_domain  # set: VERP envelope senders (relay/events/verp.py)
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
         # admitted messages whose outcome is not recorded yet (relaying, or a finalize being
@@ -98,6 +105,11 @@ class Pipeline:
             while len(self._principals) > _KEY_CACHE_SIZE:
                 self._principals.popitem(last=False)
         return principal
+
+    def forget_account(self, account_id: int) -> None:
+        """Drop cached lookups of an account's keys (its suppression list changed in this process)."""
+        for key_id in [k for k, (_, p) in self._principals.items() if p.account_id == account_id]:
+            del self._principals[key_id]
 
     # -- step 1 --------------------------------------------------------------------------
 
@@ -155,13 +167,27 @@ class Pipeline:
         return Transaction(opened.principal, normalize(mail_from), rule, channel)
 
     async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
-        """Steps 2 and 3 (sender) together, as SMTP's MAIL FROM needs them."""
+        """Steps 2 and 3 (sender) together, as SMTP's MAIL FROM needs them. The key's lookup (senders,
+        suppression list) is refreshed when older than key_cache_seconds: a connection outlives it."""
+        try:
+            principal = await self._principal(principal.key_id) or principal
+        except TRANSIENT_ERRORS:
+            log.exception("key lookup failed")
+            return metrics.counted(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
+                                                   retry_after=5))
         opened = await self.open_call(principal, channel)
         if isinstance(opened, Result):
             return opened
         return self.authorize(opened, mail_from)
 
     # -- step 3 (recipients), step 4 -----------------------------------------------------
+
+    def suppression(self, principal: Principal, address: str) -> str | None:
+        """The reason a recipient is on the account's suppression list as loaded with the key (or a
+        simulator suppressed@ address), None when it may be mailed (relay_admit checks again)."""
+        if self.simulator.suppresses(address):
+            return "simulator"
+        return principal.suppressed.get(address.lower())
 
     def check_recipient(self, address: str, already: int) -> Result | None:
         """A recipient may be added: valid, and not beyond max_recipients."""
@@ -232,19 +258,23 @@ class Pipeline:
 
     async def _admit_and_relay(self, txn: Transaction, message: Message) -> Result:
         message_id = uuid.uuid4()
-        cost = len(message.recipients) * self.limits.credits_per_recipient
         cap = self.limits.default_daily_cap if txn.rule.daily_cap is None else txn.rule.daily_cap
+        simulated = self.simulator.recipients(message.recipients)
         try:
             admission = await self.store.admit(
                 message_id, txn.channel, txn.principal.key_id, txn.principal.account_id,
-                txn.mail_from, len(message.recipients), message.size, cost, cap,
-                message.idempotency_key, message.fingerprint,
+                txn.mail_from, message.recipients, message.size, self.limits.credits_per_recipient, cap,
+                message.idempotency_key, message.fingerprint, subject=message.subject,
+                free=simulated if self.simulator.free else (),
+                presuppressed=[r for r in simulated if self.simulator.suppresses(r)],
             )
         except TRANSIENT_ERRORS:
             # if the admit committed before the error reached us, the recovery sweep refunds it
             log.exception("admit failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         status = admission.status
+        mid = str(message_id)
+        skipped = tuple(address for address, _ in admission.suppressed)
         if status is AdmitStatus.REPLAY:
             return Result(Outcome(admission.replayed_outcome), str(admission.original_id),
                           reason=admission.original_reply or "", replayed=True)
@@ -255,90 +285,115 @@ class Pipeline:
             return reject(Outcome.IDEMPOTENCY_IN_FLIGHT,
                           "a message with this Idempotency-Key is still being processed", retry_after=5)
         if status is AdmitStatus.INSUFFICIENT_CREDITS:
-            return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {cost} needed")
+            return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {admission.charged} needed")
         if status is AdmitStatus.INSUFFICIENT_FUNDS:
             return reject(Outcome.INSUFFICIENT_FUNDS,
                           "insufficient funds: a concurrent send used the balance")
+        if status is AdmitStatus.SUPPRESSED:
+            return Result(Outcome.SUPPRESSED, mid, reason="every recipient is on the suppression list",
+                          suppressed=skipped)
+        cost = admission.charged
         if status is AdmitStatus.QUEUED:
-            return await self._queue(message_id, txn, message, cost)
+            return await self._queue(message_id, txn, message, cost, skipped)
         self.unsettled.add(message_id)
-        try:
-            # the RFC 6152 / 6531 flags only when set: an upstream that predates them still works
-            flags = {"body_8bit": True} if message.body_8bit else {}
-            if message.smtputf8:
-                flags["smtputf8"] = True
-            delivery = await self.upstream.deliver(txn.mail_from, message.recipients, message.data,
-                                                   crlf_verified=message.crlf_verified,
-                                                   dot_free=message.dot_free, **flags)
-        except Exception:
-            # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
-            log.exception("delivery of %s raised", message_id)
-            await self._finalize(message_id, txn, "failed", cost, "internal error during relay",
-                                 int(FailureCode.SYSTEM_OTHER), retryable=True)
-            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
-        return await self._conclude(message_id, txn, delivery, cost)
+        relayed = [r for r in message.recipients if r not in skipped and r not in simulated]
+        if not relayed:  # only simulator recipients: nothing leaves, the outcome is simulated
+            delivery = Delivery(Verdict.SENT, self.simulator.REPLY)
+        else:
+            try:
+                delivery = await self._relay(message_id, txn, message, relayed)
+            except Exception:
+                # a bug, not an upstream answer: the mail did not leave, so the debit goes back now
+                log.exception("delivery of %s raised", message_id)
+                await self._finalize(message_id, txn, "failed", cost, "internal error during relay",
+                                     int(FailureCode.SYSTEM_OTHER), retryable=True)
+                return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+        result = await self._conclude(message_id, txn, delivery, cost, skipped)
+        if result.outcome is Outcome.SENT and simulated:
+            await self.simulator.after_delivery(self.store, message_id, message.recipients, simulated)
+        return result
+
+    async def _relay(self, message_id: uuid.UUID, txn: Transaction, message: Message,
+                     relayed: list[str]) -> Delivery:
+        """Step 8's hand-over: one transaction, or with [bounces] domain one per recipient, each with
+        its own b+<token> envelope sender (relay/events/verp.py)."""
+        # the RFC 6152 / 6531 flags only when set: an upstream that predates them still works
+        flags = {"body_8bit": True} if message.body_8bit else {}
+        if message.smtputf8:
+            flags["smtputf8"] = True
+        if self.bounce_domain:
+            return await deliver_each(self.upstream, message_id, message.recipients, relayed, message.data,
+                                      self.key_secret, self.bounce_domain, crlf_verified=message.crlf_verified,
+                                      dot_free=message.dot_free, **flags)
+        return await self.upstream.deliver(txn.mail_from, relayed, message.data,
+                                           crlf_verified=message.crlf_verified, dot_free=message.dot_free, **flags)
 
     async def _queue(self, message_id: uuid.UUID, txn: Transaction, message: Message,
-                     cost: int) -> Result:
+                     cost: int, skipped: tuple[str, ...]) -> Result:
         """Over the daily cap: keep the body durably before saying 'queued'."""
         try:
-            await self.store.store_queued_body(message_id, txn.mail_from, message.recipients,
-                                               message.data)
+            simulated = self.simulator.recipients(message.recipients)
+            relayed = [r for r in message.recipients if r not in skipped and r not in simulated]
+            await self.store.store_queued_body(message_id, txn.mail_from, relayed, message.data)
         except TRANSIENT_ERRORS:
             log.exception("storing a queued body failed")
             await self._finalize(message_id, txn, "failed", cost, "could not store the message",
                                  int(FailureCode.SYSTEM_OTHER), retryable=True)
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         return Result(Outcome.QUEUED, str(message_id),
-                      reason="over the sender's daily cap; will be delivered within 24 hours")
+                      reason="over the sender's daily cap; will be delivered within 24 hours", suppressed=skipped)
 
-    async def _conclude(self, message_id: uuid.UUID, txn: Transaction, delivery: Delivery, cost: int) -> Result:
+    async def _conclude(self, message_id: uuid.UUID, txn: Transaction, delivery: Delivery, cost: int,
+                        skipped: tuple[str, ...] = ()) -> Result:
         """Record the upstream's answer, refunding what did not leave."""
         mid = str(message_id)
         settlement = settle(delivery, cost, self.limits.credits_per_recipient)
         await self._finalize(message_id, txn, settlement.status, settlement.refund, settlement.reply,
-                             settlement.failure_code, retryable=settlement.retryable)
+                             settlement.failure_code, retryable=settlement.retryable, refused=delivery.refused)
         if delivery.verdict is Verdict.SENT:
-            return Result(Outcome.SENT, mid, upstream_reply=delivery.reply)
+            return Result(Outcome.SENT, mid, upstream_reply=delivery.reply, suppressed=skipped)
         permanent = delivery.verdict is Verdict.PERMANENT
         outcome = Outcome.RELAY_FAILED if permanent else Outcome.UPSTREAM_UNAVAILABLE
         return Result(outcome, mid, reason=delivery.reply, failure_code=delivery.failure_code,
                       upstream_reply=delivery.reply, retry_after=None if outcome is Outcome.RELAY_FAILED else 30)
 
     async def _finalize(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
-                        reply: str | None, failure_code: int | None, *, retryable: bool = False) -> None:
+                        reply: str | None, failure_code: int | None, *, retryable: bool = False,
+                        refused: tuple[str, ...] = ()) -> None:
         """Finalize with a few quick retries; if the database is still away, keep retrying in the
         background until it lands (the outcome is known: losing it would log a delivered message
         as failed). The client is answered meanwhile."""
         self.unsettled.add(message_id)
         for attempt in range(_FINALIZE_TRIES):
             if await self._finalize_once(message_id, txn, status, refund, reply, failure_code,
-                                         retryable=retryable, attempt=attempt):
+                                         retryable=retryable, attempt=attempt, refused=refused):
                 return
             if attempt + 1 < _FINALIZE_TRIES:  # short waits: the client is waiting
                 await asyncio.sleep(0.2 * (attempt + 1))
         log.warning("message %s: its outcome (%s) will be recorded once the database is back", message_id, status)
         task = asyncio.ensure_future(self._finalize_until_landed(
-            message_id, txn, status, refund, reply, failure_code, retryable=retryable))
+            message_id, txn, status, refund, reply, failure_code, retryable=retryable, refused=refused))
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
 
     async def _finalize_until_landed(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
-                                     reply: str | None, failure_code: int | None, *, retryable: bool) -> None:
+                                     reply: str | None, failure_code: int | None, *, retryable: bool,
+                                     refused: tuple[str, ...]) -> None:
         attempt = _FINALIZE_TRIES
         while not await self._finalize_once(message_id, txn, status, refund, reply, failure_code,
-                                            retryable=retryable, attempt=attempt):
+                                            retryable=retryable, attempt=attempt, refused=refused):
             await asyncio.sleep(min(_FINALIZE_BACKOFF_MAX, 0.5 * 2 ** (attempt - _FINALIZE_TRIES)))
             attempt += 1
         log.info("message %s: outcome (%s) recorded after %d attempts", message_id, status, attempt + 1)
 
     async def _finalize_once(self, message_id: uuid.UUID, txn: Transaction, status: str, refund: int,
                              reply: str | None, failure_code: int | None, *, retryable: bool,
-                             attempt: int) -> bool:
+                             attempt: int, refused: tuple[str, ...] = ()) -> bool:
         """One finalize; True once the row is final (by us or, should it happen, by the sweep)."""
         try:
             landed = await self.store.finalize(message_id, status, refund, reply, failure_code,
-                                               retryable=retryable, account_id=txn.principal.account_id)
+                                               retryable=retryable, account_id=txn.principal.account_id,
+                                               refused=refused)
         except TRANSIENT_ERRORS:
             if attempt < _FINALIZE_TRIES:
                 log.warning("finalize of %s failed (attempt %d)", message_id, attempt + 1, exc_info=True)

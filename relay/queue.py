@@ -13,10 +13,12 @@ import asyncpg
 
 from relay.config import LimitsConfig, QueueConfig
 from relay.errors import StoreUnavailable
+from relay.events.bounce_intake import envelope_sender
+from relay.events.simulator import Simulator
 from relay.settle import settle
 from relay.store.queue import QUEUE_CHANNEL, Claim
 from relay.store.store import Store
-from relay.upstream.base import Upstream, Verdict
+from relay.upstream.base import Delivery, Upstream, Verdict
 from relay.upstream.classify import FailureCode
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class QueueWorker:
     limits: LimitsConfig
     queue: QueueConfig
     clock: Callable[[], datetime] = utcnow
+    bounce_domain: str = ""  # set: VERP envelope senders, as the pipeline's
+    key_secret: bytes = b""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -86,10 +90,17 @@ class QueueWorker:
                                  int(FailureCode.EXPIRED))
             tally.failed += 1
             return
-        delivery = await self.upstream.deliver(item.mail_from, item.recipients, item.data)
+        if item.recipients:
+            mail_from = item.mail_from
+            if self.bounce_domain:
+                mail_from = envelope_sender(item.message_id, None, self.key_secret, self.bounce_domain)
+            delivery = await self.upstream.deliver(mail_from, item.recipients, item.data)
+        else:  # only mailbox-simulator recipients (relay/events/simulator.py): nothing leaves
+            delivery = Delivery(Verdict.SENT, Simulator.REPLY)
         if delivery.verdict is not Verdict.TRANSIENT:
             outcome = settle(delivery, item.credits_charged, self.limits.credits_per_recipient)
-            await claim.finalize(outcome.status, outcome.refund, outcome.reply, outcome.failure_code)
+            await claim.finalize(outcome.status, outcome.refund, outcome.reply, outcome.failure_code,
+                                 delivery.refused)
             if outcome.status == "sent":
                 tally.sent += 1
             else:

@@ -23,6 +23,7 @@ from relay.queue import QueueWorker, utcnow
 from relay.store.store import Store
 from relay.upstream.base import Upstream
 from relay.upstream.factory import make_upstream
+from relay.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ class RelayServer:
                                        self.cfg.dkim)
         self.upstream = self.signer
         self.pipeline = Pipeline(self.store, self.signer, self.cfg.limits, self.key_secret,
-                                 self.cfg.server.key_cache_seconds)
+                                 self.cfg.server.key_cache_seconds, self.cfg.events, self.cfg.bounces.domain)
         self.context = ServerContext(self.cfg, self.store, self.pipeline, self.key_secret, self.clock,
                                      AuthThrottle(self.cfg.smtp.auth_failures_before_delay,
                                                   self.cfg.smtp.auth_failures_before_refusal))
-        self.queue_worker = QueueWorker(self.store, self.signer, self.cfg.limits, self.cfg.queue, self.clock)
+        self.queue_worker = QueueWorker(self.store, self.signer, self.cfg.limits, self.cfg.queue, self.clock,
+                                        self.cfg.bounces.domain, self.key_secret)
         self.channels = registry.build(self.context)
+        self.webhook_worker = WebhookWorker(self.store, self.cfg.webhooks) if self.cfg.webhooks.worker else None
 
     @property
     def listening(self) -> list[Endpoint]:
@@ -96,6 +99,8 @@ class RelayServer:
         if self.cfg.queue.worker:
             self._queue_task = asyncio.create_task(self.queue_worker.run(), name="queue-worker")
             self._tasks.append(self._queue_task)
+        if self.webhook_worker is not None:
+            self._tasks.append(asyncio.create_task(self.webhook_worker.run(), name="webhook-worker"))
         systemd.notify("READY=1")
 
     @staticmethod
@@ -148,6 +153,8 @@ class RelayServer:
             log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
                         "is not recorded before the database closes stays 'sending' until the recovery "
                         "sweep fails and refunds it", len(self.pipeline.in_flight))
+        if self.webhook_worker is not None:  # POSTs in flight get what is left of the grace
+            await self.webhook_worker.stop_and_wait(max(0.0, deadline - time.monotonic()))
         if self.pipeline.settling:
             log.error("shutdown: %d delivery outcome(s) could not be recorded (database unreachable); "
                       "the next start settles them as failed and refunded", len(self.pipeline.settling))

@@ -47,6 +47,11 @@ async def eventually(condition: Callable[[], Awaitable[bool]] | Callable[[], boo
         await asyncio.sleep(interval)
 
 
+def rcpts(n: int) -> list[str]:
+    """n distinct recipient addresses (for calling the store directly)."""
+    return [f"r{i}@dest.test" for i in range(n)]
+
+
 @dataclass(frozen=True)
 class PgServer:
     """How to reach the test PostgreSQL: admin DSN and a DSN factory per database."""
@@ -211,6 +216,7 @@ def relay_config(db_dsn: str, upstream_url: str, **sections: dict[str, object]) 
     cfg = cfg.replace("http", listen="127.0.0.1:0")
     cfg = cfg.replace("upstream", url=upstream_url, timeout_seconds=5.0)
     cfg = cfg.replace("queue", worker=False)  # tests drive delivery themselves unless they ask for it
+    cfg = cfg.replace("webhooks", allow_private_targets=True)  # the test receivers listen on loopback
     for section, values in sections.items():
         cfg = cfg.replace(section, **values)
     return cfg

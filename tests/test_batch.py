@@ -11,6 +11,7 @@ import pytest
 
 from relay.errors import StoreUnavailable
 from relay.store.batch import Batcher
+from tests.conftest import rcpts
 
 
 class Recorder:
@@ -103,7 +104,7 @@ async def _admitted(relay, tenant, n: int) -> list[uuid.UUID]:
     for _ in range(n):
         mid = uuid.uuid4()
         admission = await relay.store.admit(mid, "smtp", tenant.key_id, tenant.account_id, tenant.sender,
-                                            1, 100, 1, 1000)
+                                            rcpts(1), 100, 1, 1000)
         assert admission.status == "sending"
         ids.append(mid)
     return ids
@@ -154,7 +155,7 @@ async def test_an_error_that_is_nobodys_fault_fails_the_whole_batch_at_once() ->
 async def _admit(relay, tenant, *, cost: int = 1, cap: int = 1000, key: str | None = None,
                  fingerprint: bytes | None = None) -> str:
     admission = await relay.store.admit(uuid.uuid4(), "api", tenant.key_id, tenant.account_id, tenant.sender,
-                                        cost, 100, cost, cap, key, fingerprint)
+                                        rcpts(cost), 100, 1, cap, key, fingerprint)
     return admission.status
 
 
@@ -208,7 +209,7 @@ async def test_a_failed_admit_batch_is_rolled_back_and_each_rerun_debits_once(re
     t = await relay.tenant(credits=10)
     before = relay.store.admitter.round_trips
     calls = [relay.store.admit(uuid.uuid4(), "bogus" if i == 2 else "api", t.key_id, t.account_id,
-                               t.sender, 1, 100, 1, 1000) for i in range(5)]
+                               t.sender, rcpts(1), 100, 1, 1000) for i in range(5)]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[2], StoreUnavailable)  # the store's own error, the driver's as cause
     assert isinstance(results[2].__cause__, asyncpg.CheckViolationError)

@@ -13,7 +13,7 @@ import pytest
 
 from relay import keys
 from relay.store import migrate
-from tests.conftest import KEY_SECRET
+from tests.conftest import KEY_SECRET, rcpts
 
 RELAY = str(Path(sys.executable).parent / "relay")
 
@@ -80,9 +80,9 @@ async def test_logs_and_queue_json(db_dsn, store) -> None:
     account = await store.create_account("acme", 10)
     await store.create_key("0123456789ab", account.id, b"x", "k", None)
     sent, queued = uuid.uuid4(), uuid.uuid4()
-    await store.admit(sent, "smtp", "0123456789ab", account.id, "a@example.com", 2, 100, 2, 1000)
+    await store.admit(sent, "smtp", "0123456789ab", account.id, "a@example.com", rcpts(2), 100, 1, 1000)
     await store.finalize(sent, "failed", 2, "550 5.1.1 no such user", 2001)
-    await store.admit(queued, "api", "0123456789ab", account.id, "a@example.com", 1, 100, 1, 0)
+    await store.admit(queued, "api", "0123456789ab", account.id, "a@example.com", rcpts(1), 100, 1, 0)
     code, out, _ = await run(db_dsn, "logs", "--account", "acme", "--json")
     rows = {r["id"]: r for r in json.loads(out)}
     row = rows[str(sent)]

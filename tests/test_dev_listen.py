@@ -47,8 +47,7 @@ def test_dev_defaults_apply_only_where_nothing_was_set(tmp_path: Path) -> None:
 
 
 async def test_two_dev_instances_side_by_side_both_send(tmp_dir: Path) -> None:
-    env = dev_env(RELAY_SMTP_LISTEN="127.0.0.1:0", RELAY_HTTP_LISTEN="127.0.0.1:0",
-                  RELAY_DASHBOARD_LISTEN="127.0.0.1:0")
+    env = dev_env(RELAY_SMTP_LISTEN="127.0.0.1:0", RELAY_HTTP_LISTEN="127.0.0.1:0")
     folders = [tmp_dir / "one", tmp_dir / "two"]
     devs = await asyncio.gather(*(start_dev(folder, env=env) for folder in folders))
     try:
@@ -90,8 +89,7 @@ async def test_dev_serves_tls_from_the_config(tmp_dir: Path, tls_files: dict[str
     config.write_text(
         f'[smtp]\nlisten = "127.0.0.1:0"\nimplicit_tls_listen = "127.0.0.1:0"\nallow_plaintext_auth = false\n'
         f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
-        f'[http]\nlisten = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
-        '[dashboard]\nlisten = "127.0.0.1:0"\n')
+        f'[http]\nlisten = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     data = tmp_dir / "relay-data"
     dev = await start_dev(data, args=("--config", str(config)))
     trust = ssl.create_default_context(cafile=str(tls_files["ca"]))

@@ -240,7 +240,14 @@ def test_from_huge_header_is_not_parsed() -> None:
 def test_facts_ignore_header_lookalikes_in_the_body() -> None:
     body = b"From: a@example.com\r\nMessage-ID: <b@c>\r\nDate: " + DATE.encode() + b"\r\n"
     facts = read_header_facts(msg(b"Subject: x", body=body + b"Idempotency-Key: k\r\n"))
-    assert facts == HeaderFacts((), False, False, None, len(b"Subject: x\r\n\r\n"))
+    assert facts == HeaderFacts((), False, False, None, len(b"Subject: x\r\n\r\n"), subject="x")
+
+
+def test_facts_subject_is_decoded_and_one_line() -> None:
+    facts = read_header_facts(msg(b"Subject: =?utf-8?q?Caf=C3=A9?= order\r\n\tnumber 7", body=b"x\r\n"))
+    assert facts.subject == "Café order number 7"
+    assert read_header_facts(msg(b"X-Other: 1", body=b"x\r\n")).subject is None
+    assert read_header_facts(msg(b"Subject: =?bogus?q?x?=", body=b"x\r\n")).subject == "=?bogus?q?x?="
 
 
 def test_facts_header_names_are_case_insensitive() -> None:

@@ -11,7 +11,7 @@ import asyncpg
 
 from relay.pipeline import recover
 from relay.store import migrate
-from tests.conftest import relay_config, start_relay
+from tests.conftest import rcpts, relay_config, start_relay
 from tests.http_helpers import body_for
 from tests.smtp_helpers import Raw, message, send
 
@@ -40,10 +40,10 @@ async def test_graceful_stop_finishes_data_in_flight(db_dsn, store, peer) -> Non
 async def test_recovery_refunds_rows_a_crash_left_behind(relay) -> None:
     t = await relay.tenant(credits=10)
     stranded = uuid.uuid4()
-    admission = await relay.store.admit(stranded, "smtp", t.key_id, t.account_id, t.sender, 3, 100, 3, 1000)
+    admission = await relay.store.admit(stranded, "smtp", t.key_id, t.account_id, t.sender, rcpts(3), 100, 1, 1000)
     assert admission.status == "sending"
     queued_without_body = uuid.uuid4()
-    await relay.store.admit(queued_without_body, "smtp", t.key_id, t.account_id, t.sender, 2, 100, 2, 0)
+    await relay.store.admit(queued_without_body, "smtp", t.key_id, t.account_id, t.sender, rcpts(2), 100, 1, 0)
     assert await relay.store.balance(t.account_id) == 5
     assert await recover(relay.store, older_than_seconds=300) == 0  # too recent: maybe still in flight
     async with relay.store.pool.acquire() as conn:
@@ -62,7 +62,7 @@ async def test_server_start_runs_recovery(db_dsn, store, peer) -> None:
     first = await start_relay(relay_config(db_dsn, peer.url), store, peer)
     t = await first.tenant(credits=10)
     await first.server.stop(grace=1)
-    await store.admit(uuid.uuid4(), "smtp", t.key_id, t.account_id, t.sender, 1, 10, 1, 1000)
+    await store.admit(uuid.uuid4(), "smtp", t.key_id, t.account_id, t.sender, rcpts(1), 10, 1, 1000)
     async with store.pool.acquire() as conn:
         await conn.execute("UPDATE messages SET updated_at = now() - interval '1 hour'")
     second = await start_relay(relay_config(db_dsn, peer.url), store, peer)
@@ -75,7 +75,7 @@ async def test_server_start_runs_recovery(db_dsn, store, peer) -> None:
 async def test_refund_happens_at_most_once(relay) -> None:
     t = await relay.tenant(credits=10)
     mid = uuid.uuid4()
-    await relay.store.admit(mid, "api", t.key_id, t.account_id, t.sender, 2, 10, 2, 1000)
+    await relay.store.admit(mid, "api", t.key_id, t.account_id, t.sender, rcpts(2), 10, 1, 1000)
     results = await asyncio.gather(*(relay.store.finalize(mid, "failed", 2, "x", 4999) for _ in range(5)))
     assert sorted(results) == [False] * 4 + [True]
     assert await relay.balance(t) == 10

@@ -52,7 +52,7 @@ async def test_the_daily_cap_is_counted_per_account_and_sender(store: Store) -> 
 
     async def admit(account_id: int) -> str:
         admission = await store.admit(uuid.uuid4(), "api", f"k{account_id}", account_id,
-                                      "app@shared.example", 1, 100, 1, 1)
+                                      "app@shared.example", ["r@dest.test"], 100, 1, 1)
         return admission.status
 
     assert await admit(a.id) == "sending"

@@ -52,6 +52,9 @@ from relay.config import parse_listen
 from relay.dkim import api as dkim_api
 from relay.domain import Principal
 from relay.errors import ListenError
+from relay.events import routes as events_routes
+from relay.events.payload import public_event
+from relay.inbound import api as inbound_api
 from relay.limits import AuthThrottle, ConnectionLimit
 from relay.outcomes import Outcome, Result, reject
 from relay.pipeline import TRANSIENT_ERRORS, Message, Opened, Pipeline
@@ -80,6 +83,7 @@ HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     # issue 4: another payload under the same key 409, the first still running 409 (+ Retry-After)
     Outcome.IDEMPOTENCY_MISMATCH: (409, "{reason}"),
     Outcome.IDEMPOTENCY_IN_FLIGHT: (409, "{reason}"),
+    Outcome.SUPPRESSED: (200, ""),  # issue 13: every recipient suppressed, nothing sent or charged
 }
 # The outcomes that say "retry later", with the Retry-After to send when the pipeline gave none
 # (SPEC: 429 and 503 always carry one).
@@ -137,8 +141,10 @@ def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
     # a repeated Idempotency-Key: the first submission's answer again (Stripe's header name)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
     if result.outcome.accepted:
-        return JSONResponse({"ok": True, "messageId": result.message_id,
-                             "status": result.outcome.value.lower()}, status_code=status, headers=headers)
+        accepted: dict[str, Any] = {"ok": True, "messageId": result.message_id, "status": result.outcome.value.lower()}
+        if result.suppressed or result.outcome is Outcome.SUPPRESSED:
+            accepted["suppressed"] = list(result.suppressed)
+        return JSONResponse(accepted, status_code=status, headers=headers)
     if result.outcome in DEFAULT_RETRY_AFTER:
         headers["Retry-After"] = str(result.retry_after or DEFAULT_RETRY_AFTER[result.outcome])
     reason = _clean(result.reason) or result.outcome.value.replace("_", " ").lower()
@@ -194,7 +200,9 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
         "creditsRefunded": row["credits_refunded"], "failureCode": row["failure_code"],
         "upstreamReply": row["upstream_reply"], "deliverAfter": _iso(row["deliver_after"]),
         "createdAt": _iso(row["created_at"]), "updatedAt": _iso(row["updated_at"]),
-        "finishedAt": _iso(row["finished_at"]),
+        "finishedAt": _iso(row["finished_at"]), "subject": row.get("subject"),
+        "recipients": row.get("recipients", []),
+        "events": [public_event(e) for e in row.get("events", [])],
     }
 
 
@@ -307,7 +315,7 @@ class Api:
         message = Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
                           from_display_addresses=addresses_in_text(send.sender.name),
                           smtputf8=not all(a.isascii() for a in (send.sender.address, *send.recipients)),
-                          has_body=send.has_body, size=send.size, idempotency_key=key,
+                          has_body=send.has_body, size=send.size, idempotency_key=key, subject=send.subject,
                           fingerprint=None if key is None else compose.fingerprint(send))
         # once admitted, a send runs to its recorded end even if the client goes away
         return await self.pipeline.submit_detached(txn, message)
@@ -346,7 +354,7 @@ class Api:
         except ValueError:
             return failure(404, "no such message", "NOT_FOUND")
         try:
-            row = await self.pipeline.store.message(message_id)
+            row = await self.pipeline.store.message_with_details(message_id)
         except TRANSIENT_ERRORS:
             log.exception("message lookup failed")
             return self.reply(reject(Outcome.TEMPORARY))
@@ -386,7 +394,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 # Features that add API routes: each a function (api) -> routes, listed here once.
-FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (dkim_api.routes,)
+FEATURE_ROUTES: tuple[Callable[[Api], list[Route]], ...] = (events_routes.routes, inbound_api.routes,
+                                                          dkim_api.routes)
 
 
 def build_app(pipeline: Pipeline, *, hostname: str, max_message_bytes: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from relay.channels import dashboard, http, smtp
+from relay.channels import dashboard, http, inbound, smtp
 from relay.channels.base import Channel, ServerContext
 
 ChannelFactory = Callable[[ServerContext], Sequence[Channel]]
@@ -13,6 +13,7 @@ ChannelFactory = Callable[[ServerContext], Sequence[Channel]]
 FACTORIES: tuple[ChannelFactory, ...] = (
     smtp.channels,
     http.channels,
+    inbound.channels,
     dashboard.channels,
 )
 

@@ -58,6 +58,8 @@ SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
     Outcome.TEMPORARY: (451, "4.3.0", "temporary failure, try again later"),
     Outcome.IDEMPOTENCY_MISMATCH: (550, "5.7.0", "{reason}"),
     Outcome.IDEMPOTENCY_IN_FLIGHT: (451, "4.7.0", "{reason}, try again later"),
+    # issue 13: every recipient was put on the suppression list after its RCPT TO was answered
+    Outcome.SUPPRESSED: (550, "5.1.1", "{reason}; nothing was sent or charged"),
 }
 TEMPORARY_REPLY = "451 4.3.0 temporary failure, try again later"
 _MAX_REPLY_TEXT = 400
@@ -178,6 +180,10 @@ class SmtpHandler:
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
         if problem:
             return smtp_reply(metrics.counted("smtp", problem))
+        txn: Transaction = envelope.txn  # type: ignore[attr-defined]
+        reason = self.pipeline.suppression(txn.principal, address)
+        if reason is not None:
+            return f"550 5.1.1 <{address}>: recipient is on the suppression list ({reason})"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -192,9 +198,10 @@ class RelaySMTP(SMTP):
 
     __dir__ = _cached_dir(("auth_", "smtp_"))
 
-    def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(self, channel: SmtpHandler, *, implicit_tls: bool = False, auth_required: bool = True,
+                 **kwargs: Any) -> None:
         # SMTPUTF8 (RFC 6531) offered: internationalized addresses; 8BITMIME is aiosmtpd's default
-        super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=True,
+        super().__init__(channel, hostname=channel.hostname, ident="relay", auth_required=auth_required,
                          data_size_limit=channel.max_message_bytes, enable_SMTPUTF8=True, **kwargs)
         self.channel = channel
         self.implicit_tls = implicit_tls
@@ -532,7 +539,7 @@ class RelaySMTP(SMTP):
             recipients=tuple(self.envelope.rcpt_tos), from_addresses=facts.from_addresses,
             from_display_addresses=facts.from_display_addresses,
             data=prepared, has_body=has_body, size=size,
-            idempotency_key=facts.idempotency_key, fingerprint=fingerprint,
+            idempotency_key=facts.idempotency_key, fingerprint=fingerprint, subject=facts.subject,
             crlf_verified=True,  # _read_data refused bare CR and LF; our added headers end in CRLF
             dot_free=dot_free,  # and no added header line starts with a dot
             body_8bit=bool(getattr(self.envelope, "body_8bit", False)), smtputf8=bool(self.envelope.smtp_utf8),

@@ -166,6 +166,8 @@ CODES = ["CONFLICT"]  # failure codes only these routes use (added to the Failur
 _AUTH_FAILURES = {
     "401": _failure("No bearer token, or an unknown one.", "KEY_MISSING", "KEY_INVALID"),
     "403": _failure("The key is disabled.", "KEY_DISABLED"),
+    "429": _failure("Too many failed key checks from this address (the shared AUTH throttle).", "RATE_LIMITED",
+                    retry_after=True),
     "503": _failure("The database (or, for verify, DNS) did not answer.", "TEMPORARY", retry_after=True),
 }
 _DOMAIN_PARAMETER = [{"name": "domain", "in": "path", "required": True, "description": "The domain name.",

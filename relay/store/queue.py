@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -27,17 +27,21 @@ class Claim:
         self.conn = conn
         self.item = item
 
-    async def finalize(self, status: str, refund: int, reply: str | None, failure_code: int | None) -> bool:
-        """Sent or failed for good (refund at most once), committed with the claim."""
+    async def finalize(self, status: str, refund: int, reply: str | None, failure_code: int | None,
+                       refused: Sequence[str] = ()) -> bool:
+        """Sent or failed for good (refund at most once, events written), committed with the claim."""
         return bool(await self.conn.fetchval(FINALIZE_SQL, self.item.message_id, status, refund, reply,
-                                             failure_code, False))
+                                             failure_code, False, list(refused)))
 
     async def retry_at(self, when: datetime, reply: str, failure_code: int | None, deferred: bool) -> None:
-        """A transient failure: try again not before when."""
+        """A transient failure: try again not before when; its email.delivery_delayed event commits with it."""
         await self.conn.execute(
-            "UPDATE messages SET deliver_after = $2, attempts = attempts + 1, "
+            "WITH m AS (UPDATE messages SET deliver_after = $2, attempts = attempts + 1, "
             "deferrals = deferrals + $3::int, upstream_reply = $4, failure_code = $5, "
-            "updated_at = clock_timestamp() WHERE id = $1",
+            "updated_at = clock_timestamp() WHERE id = $1 RETURNING account_id, attempts) "
+            "SELECT relay_event(m.account_id, $1, 'email.delivery_delayed', NULL, "
+            " jsonb_build_object('attempt', m.attempts, 'nextAttemptAt', $2::timestamptz, 'reply', $4::text, "
+            "                    'failureCode', $5::integer)) FROM m",
             self.item.message_id, when, int(deferred), reply, failure_code,
         )
 

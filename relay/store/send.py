@@ -25,7 +25,10 @@ OPEN_CALL_SQL = (
     "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, relay_open($1, $2) AS o"
 )
 
-FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6)"
+FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6, $7)"
+# Lists inside a batch's arrays travel newline-joined (PostgreSQL arrays cannot be ragged); an
+# address never holds a line break (addresses.is_valid_address).
+_SEP = "\n"
 
 # Batches: the function once per array element, in the arrays' order, in one statement's
 # transaction (each call sees the rows the calls before it wrote: the balance, the rate window).
@@ -34,13 +37,21 @@ OPEN_MANY_SQL = (
     "unnest($1::text[], $2::integer[]) WITH ORDINALITY AS u(key_id, lim, n) "
     "CROSS JOIN LATERAL relay_open(u.key_id, u.lim) AS o ORDER BY u.n"
 )
+ADMIT_COLUMNS = "a.status, a.original_id, a.original_reply, a.charged, a.suppressed, a.reasons"
+ADMIT_ONE_SQL = (
+    f"SELECT {ADMIT_COLUMNS} FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS a"
+)
 ADMIT_MANY_SQL = (
-    "SELECT a.status, a.original_id, a.original_reply "
-    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::integer[], "
-    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[]) "
-    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, cost, cap, idem, fp, n) "
-    "CROSS JOIN LATERAL relay_admit(u.id, u.channel, u.key_id, u.account_id, u.sender, u.recipients, u.size, "
-    "                               u.cost, u.cap, u.idem, u.fp) AS a ORDER BY u.n"
+    f"SELECT {ADMIT_COLUMNS} "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], "
+    "            $7::integer[], $8::bigint[], $9::integer[], $10::text[], $11::bytea[], $12::text[], "
+    "            $13::text[], $14::text[]) "
+    "     WITH ORDINALITY AS u(id, channel, key_id, account_id, sender, recipients, size, unit, cap, idem, fp, "
+    "                          subject, free, presuppressed, n) "
+    "CROSS JOIN LATERAL relay_admit(u.id, u.channel, u.key_id, u.account_id, u.sender, "
+    "                               string_to_array(u.recipients, E'\\n'), u.size, u.unit, u.cap, u.idem, u.fp, "
+    "                               u.subject, string_to_array(u.free, E'\\n'), "
+    "                               string_to_array(u.presuppressed, E'\\n')) AS a ORDER BY u.n"
 )
 
 
@@ -55,6 +66,7 @@ class _Final:
     failure_code: int | None
     retryable: bool
     account_id: int
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +78,15 @@ class _Admit:
     key_id: str
     account_id: int
     sender: str
-    recipients: int
+    recipients: tuple[str, ...]
     size: int
-    cost: int
+    unit: int
     cap: int
     idempotency_key: str | None
     fingerprint: bytes | None
+    subject: str | None
+    free: tuple[str, ...]
+    presuppressed: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +102,8 @@ def _open_result(record: asyncpg.Record) -> OpenResult:
 
 
 def _admission(record: asyncpg.Record) -> Admission:
-    return Admission.from_sql(record["status"], record["original_id"], record["original_reply"])
+    return Admission.from_sql(record["status"], record["original_id"], record["original_reply"],
+                              int(record["charged"]), record["suppressed"], record["reasons"])
 
 
 @translated
@@ -103,17 +119,21 @@ class SendStore(StoreBase):
                                                         item_error=item_error)
 
     async def load_principal(self, key_id: str) -> Principal | None:
-        """A key with its account's senders, in one round trip; None when unknown."""
+        """A key with its account's senders and suppression list, in one round trip; None when unknown."""
         record = await self.pool.fetchrow(
             "SELECT k.id, k.digest, k.enabled, k.account_id, "
             " coalesce((SELECT json_agg(json_build_array(s.pattern, s.daily_cap))::text "
-            "           FROM senders s WHERE s.account_id = k.account_id), '[]') AS senders "
+            "           FROM senders s WHERE s.account_id = k.account_id), '[]') AS senders, "
+            " coalesce((SELECT json_object_agg(x.address, x.reason)::text FROM suppressions x "
+            "           WHERE x.account_id = k.account_id "
+            "             AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp())), '{}') AS suppressed "
             "FROM api_keys k WHERE k.id = $1", key_id,
         )
         if record is None:
             return None
         senders = tuple(SenderRule(p, c) for p, c in json.loads(record["senders"]))
-        return Principal(record["id"], bytes(record["digest"]), record["enabled"], record["account_id"], senders)
+        return Principal(record["id"], bytes(record["digest"]), record["enabled"], record["account_id"], senders,
+                         json.loads(record["suppressed"]))
 
     async def open_call(self, key_id: str, default_limit: int) -> OpenResult:
         """Count a call against the key's rolling minute and read the balance (one round trip;
@@ -132,18 +152,23 @@ class SendStore(StoreBase):
         return unsorted([_open_result(r) for r in records], order)
 
     async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,
-                    sender: str, recipients: int, size: int, cost: int, cap: int,
-                    idempotency_key: str | None = None, fingerprint: bytes | None = None) -> Admission:
-        """Idempotency, pre-flight, debit, cap and the write-ahead row in one round trip (batched
-        with concurrent admits into one statement and one commit, store/batch.py)."""
-        return await self.admitter(_Admit(message_id, channel, key_id, account_id, sender, recipients,
-                                          size, cost, cap, idempotency_key, fingerprint))
+                    sender: str, recipients: Sequence[str], size: int, unit: int, cap: int,
+                    idempotency_key: str | None = None, fingerprint: bytes | None = None, *,
+                    subject: str | None = None, free: Sequence[str] = (),
+                    presuppressed: Sequence[str] = ()) -> Admission:
+        """Idempotency, the suppression list, pre-flight, debit, cap, the write-ahead row with its
+        recipients and the outcome's events in one round trip (batched with concurrent admits into
+        one statement and one commit, store/batch.py). The cost is unit per recipient neither
+        suppressed nor in free; presuppressed recipients are skipped as if on the list."""
+        return await self.admitter(_Admit(message_id, channel, key_id, account_id, sender, tuple(recipients),
+                                          size, unit, cap, idempotency_key, fingerprint, subject,
+                                          tuple(free), tuple(presuppressed)))
 
     async def _admit_one(self, a: _Admit) -> Admission:
         record = await self.pool.fetchrow(
-            "SELECT * FROM relay_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            a.message_id, a.channel, a.key_id, a.account_id, a.sender, a.recipients, a.size, a.cost,
-            a.cap, a.idempotency_key, a.fingerprint,
+            ADMIT_ONE_SQL, a.message_id, a.channel, a.key_id, a.account_id, a.sender, list(a.recipients),
+            a.size, a.unit, a.cap, a.idempotency_key, a.fingerprint, a.subject, list(a.free),
+            list(a.presuppressed),
         )
         assert record is not None
         return _admission(record)
@@ -153,9 +178,11 @@ class SendStore(StoreBase):
         ordered, order = in_lock_order(batch, lambda a: (a.account_id, a.idempotency_key or "", a.sender))
         columns: list[list[Any]] = [
             [a.message_id for a in ordered], [a.channel for a in ordered], [a.key_id for a in ordered],
-            [a.account_id for a in ordered], [a.sender for a in ordered], [a.recipients for a in ordered],
-            [a.size for a in ordered], [a.cost for a in ordered], [a.cap for a in ordered],
-            [a.idempotency_key for a in ordered], [a.fingerprint for a in ordered],
+            [a.account_id for a in ordered], [a.sender for a in ordered],
+            [_SEP.join(a.recipients) for a in ordered], [a.size for a in ordered], [a.unit for a in ordered],
+            [a.cap for a in ordered], [a.idempotency_key for a in ordered], [a.fingerprint for a in ordered],
+            [a.subject for a in ordered], [_SEP.join(a.free) for a in ordered],
+            [_SEP.join(a.presuppressed) for a in ordered],
         ]
         records = await self.pool.fetch(ADMIT_MANY_SQL, *columns)
         return unsorted([_admission(r) for r in records], order)
@@ -170,30 +197,32 @@ class SendStore(StoreBase):
 
     async def finalize(self, message_id: uuid.UUID, status: str, refund: int,
                        upstream_reply: str | None, failure_code: int | None, *, retryable: bool = False,
-                       account_id: int = 0) -> bool:
+                       account_id: int = 0, refused: Sequence[str] = ()) -> bool:
         """Record the fate of a message and refund (at most once); False if it was already final.
 
         retryable: the failure was transient, so the message's idempotency key is released.
         Calls made while another is in flight are batched into one transaction (store/batch.py);
-        account_id, the message's account, orders a batch as the admits are ordered.
+        account_id, the message's account, orders a batch as the admits are ordered; refused, the
+        recipients the upstream refused while taking the others. The outcome's events commit with it.
         """
         return await self.finalizer(_Final(message_id, status, refund, upstream_reply, failure_code, retryable,
-                                           account_id))
+                                           account_id, tuple(refused)))
 
     async def _finalize_one(self, f: _Final) -> bool:
         return bool(await self.pool.fetchval(FINALIZE_SQL, f.message_id, f.status, f.refund, f.reply,
-                                             f.failure_code, f.retryable))
+                                             f.failure_code, f.retryable, list(f.refused)))
 
     async def _finalize_many(self, batch: Sequence[_Final]) -> list[bool]:
         # relay_finalize once per row, in lock order, in one statement's transaction
         batch, order = in_lock_order(batch, lambda f: f.account_id)
         results = await self.pool.fetchval(
-            "SELECT array_agg(relay_finalize(u.id, u.status, u.refund, u.reply, u.code, u.retryable)"
-            "                 ORDER BY u.n) "
-            "FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::boolean[])"
-            "     WITH ORDINALITY AS u(id, status, refund, reply, code, retryable, n)",
+            "SELECT array_agg(relay_finalize(u.id, u.status, u.refund, u.reply, u.code, u.retryable, "
+            "                                string_to_array(u.refused, E'\\n')) ORDER BY u.n) "
+            "FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::boolean[], $7::text[])"
+            "     WITH ORDINALITY AS u(id, status, refund, reply, code, retryable, refused, n)",
             [f.message_id for f in batch], [f.status for f in batch], [f.refund for f in batch],
             [f.reply for f in batch], [f.failure_code for f in batch], [f.retryable for f in batch],
+            [_SEP.join(f.refused) for f in batch],
         )
         return unsorted([bool(r) for r in results], order)
 

@@ -14,20 +14,23 @@ import asyncpg
 from relay.store.admin import AdminStore
 from relay.store.dashboard import DashboardStore
 from relay.store.domains import DomainStore
+from relay.store.events import EventStore
 from relay.store.instance import InstanceStore, new_instance_id
 from relay.store.log import LogStore
 from relay.store.queue import QueueStore
 from relay.store.retention import RetentionStore
+from relay.store.routes import RouteStore
 from relay.store.send import SendStore
 from relay.store.users import UserStore
+from relay.store.webhooks import WebhookStore
 
 
 async def _keep(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to reset (see Store.connect)."""
 
 
-class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, InstanceStore, DomainStore,
-            UserStore, DashboardStore):
+class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore,
+            WebhookStore, RouteStore, InstanceStore, DomainStore, UserStore, DashboardStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None, instance_id: int | None = None) -> None:

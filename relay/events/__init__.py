@@ -1,0 +1,1 @@
+"""After the send: events, the suppression list, the mailbox simulator (docs/events.md)."""

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints per account, Standard Webhooks signing, the outbox worker (docs/events.md)."""

@@ -1,0 +1,41 @@
+"""When a failed webhook delivery is tried again (SPEC.md 'Webhooks'), and what an answer means."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+# Delays after the 1st, 2nd, ... failed attempt; after the last one the delivery is failed.
+RETRY_DELAYS = (
+    timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+    timedelta(hours=5), timedelta(hours=10), timedelta(hours=14), timedelta(hours=20), timedelta(hours=24),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+JITTER = 0.1  # each delay is stretched by up to 10 %, so endpoints that failed together do not retry together
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE = 410
+
+
+def next_delay(failed_attempts: int, rand: random.Random | None = None) -> timedelta | None:
+    """The delay before the next try after failed_attempts failures (None: give up)."""
+    if failed_attempts < 1 or failed_attempts > len(RETRY_DELAYS):
+        return None
+    base = RETRY_DELAYS[failed_attempts - 1]
+    return base * (1 + (rand or random).uniform(0, JITTER))
+
+
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A Retry-After header (seconds or an HTTP date) as a delay from now; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when - now, timedelta(0))
