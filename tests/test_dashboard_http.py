@@ -316,8 +316,12 @@ async def test_overview_counts_today_and_lists_the_debit(db_dsn: str, store: Sto
         assert "Balance: <strong>9</strong> credits" in page.text
         assert f'<a href="/logs/{sent_id}">' in page.text and "-1" in page.text  # the debit, linked
         today = (await store.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")).isoformat()
-        assert f'<tr><th scope="row">{today}</th><td>1</td><td>0</td><td>0</td><td>0</td></tr>' in page.text
+        assert f"<tr><th scope=\"row\">{today}</th><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>" in page.text
         assert "sent: 1" in page.text and f"{today}: 1 sent" in page.text  # legend and the bar's title
+        shown = await client.get(f"/logs/{sent_id}")  # the message: its recipient and its events
+        assert shown.status_code == 200 and "<td>x@dest.test</td>" in shown.text
+        for event in await store.events(sent_id):
+            assert event["type"] in shown.text
 
 
 async def test_dashboard_connections_per_address_are_limited(db_dsn: str, store: Store, peer: Peer) -> None:

@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape
 
 from markupsafe import Markup
 
-STATUSES = ("sent", "queued", "sending", "failed")
+STATUSES = ("sent", "queued", "sending", "failed", "suppressed")
 WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 28
 

@@ -15,7 +15,7 @@ from relay.dashboard.web import Dash, View, page
 from relay.store.dashboard import Cursor, LogFilter
 
 CHANNELS = ("api", "smtp", "inbound")
-STATUSES = ("sending", "sent", "queued", "failed")
+STATUSES = ("sending", "sent", "queued", "failed", "suppressed")
 PAGE_SIZE = 50
 
 
@@ -88,7 +88,10 @@ def routes(dash: Dash) -> list[Route]:
         if found is None:
             raise HTTPException(404, "No message with this id in this account.")
         ledger = await dash.store.message_ledger(found["id"])
-        return view.render("message.html", tab="logs", m=found, ledger=ledger)
+        # recipients and events are stored by the events feature; a build without it shows the ledger
+        recipients = await dash.store.recipients(found["id"]) if hasattr(dash.store, "recipients") else []
+        events = await dash.store.events(found["id"]) if hasattr(dash.store, "events") else []
+        return view.render("message.html", tab="logs", m=found, ledger=ledger, recipients=recipients, events=events)
 
     return [Route("/logs", logs, methods=["GET"]), Route("/logs/{message_id}", message, methods=["GET"])]
 
