@@ -199,6 +199,13 @@ async def _journey(live: LiveRelay, store: Store, peer: Peer, browser: Browser) 
     await expect(page.get_by_text("ask your operator")).to_be_visible()
     await shot(page, "senders")
 
+    # Suppressions: add one by its labelled field, see it listed
+    await page.get_by_role("link", name="Suppressions").click()
+    await page.get_by_label("Email address").fill("gone@dest.test")
+    await page.get_by_role("button", name="Suppress").click()
+    await expect(page.locator("table.suppressions")).to_contain_text("gone@dest.test")
+    await shot(page, "suppressions")
+
     # a POST without the CSRF token, from the page's own origin with its cookies, is refused
     status = await page.evaluate("""async () => (await fetch('/keys', {method: 'POST',
         headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'name=sneaky'})).status""")
