@@ -42,11 +42,13 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
 
 @contextlib.asynccontextmanager
 async def live_dashboard(db_dsn: str, store: Store, peer: Peer, *, dns: dict[str, Any] | None = None,
-                         **dashboard: Any) -> AsyncIterator[LiveRelay]:
+                         webhooks: dict[str, Any] | None = None, **dashboard: Any) -> AsyncIterator[LiveRelay]:
     """A relay (SMTP, API, dashboard) on port 0, relaying to peer; dashboard: [dashboard] keys."""
     sections: dict[str, dict[str, object]] = {"dashboard": {"listen": "127.0.0.1:0"} | dashboard}
     if dns is not None:
         sections["dns"] = dns
+    if webhooks is not None:
+        sections["webhooks"] = webhooks
     cfg = relay_config(db_dsn, peer.url, **sections)
     live = await start_relay(cfg, store, peer)
     try:

@@ -94,7 +94,7 @@ async def _history(store: Store, account_id: int) -> None:
 
 async def test_user_journey(db_dsn: str, store: Store, peer: Peer, browser: Browser) -> None:
     """Log in, only one's own logs, filter, open a message, key create/send/disable(535)/rotate, 404s."""
-    async with live_dashboard(db_dsn, store, peer) as live:
+    async with live_dashboard(db_dsn, store, peer, webhooks={"allow_private_targets": True}) as live:
         await _journey(live, store, peer, browser)
 
 
@@ -205,6 +205,14 @@ async def _journey(live: LiveRelay, store: Store, peer: Peer, browser: Browser) 
     await page.get_by_role("button", name="Suppress").click()
     await expect(page.locator("table.suppressions")).to_contain_text("gone@dest.test")
     await shot(page, "suppressions")
+
+    # Webhooks: add an endpoint, its secret shown once
+    await page.get_by_role("link", name="Webhooks").click()
+    await page.get_by_label("URL").fill("http://127.0.0.1:9/hooks/relay")
+    await page.get_by_role("button", name="Add endpoint").click()
+    assert (await page.locator("#new-secret").input_value()).startswith("whsec_")
+    await expect(page.locator("table.webhooks")).to_contain_text("http://127.0.0.1:9/hooks/relay")
+    await shot(page, "webhooks")
 
     # a POST without the CSRF token, from the page's own origin with its cookies, is refused
     status = await page.evaluate("""async () => (await fetch('/keys', {method: 'POST',
