@@ -12,6 +12,7 @@ from starlette.routing import Route
 from relay.dashboard.tabs import Tab
 from relay.dashboard.web import Dash, View, page
 from relay.errors import StoreError, UsageError
+from relay.events.config import WebhooksConfig
 from relay.store.store import Store
 
 
@@ -26,10 +27,10 @@ def routes(dash: Dash) -> list[Route]:
 
     store = dash.store
 
-    def settings() -> Any:
+    def settings() -> WebhooksConfig:
         if dash.config is None:
             raise HTTPException(503, "This dashboard was started without the server's configuration.")
-        return dash.config.webhooks  # type: ignore[attr-defined]  # present with the feature
+        return dash.config.webhooks
 
     async def listing(view: View, status: int = 200, **extra: object) -> Response:
         return view.render("webhooks.html", status, tab="webhooks", endpoints=await store.endpoints(view.account.id),
