@@ -214,6 +214,12 @@ async def _journey(live: LiveRelay, store: Store, peer: Peer, browser: Browser) 
     await expect(page.locator("table.webhooks")).to_contain_text("http://127.0.0.1:9/hooks/relay")
     await shot(page, "webhooks")
 
+    # Inbound routes: a route made with the store (as `relay route add` does) is listed
+    await store.create_route(mine.account_id, "*@in.acme.test", "http://127.0.0.1:9/inbound")
+    await page.get_by_role("link", name="Inbound routes").click()
+    await expect(page.locator("table.routes")).to_contain_text("*@in.acme.test")
+    await shot(page, "routes")
+
     # a POST without the CSRF token, from the page's own origin with its cookies, is refused
     status = await page.evaluate("""async () => (await fetch('/keys', {method: 'POST',
         headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'name=sneaky'})).status""")
