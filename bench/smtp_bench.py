@@ -288,8 +288,8 @@ def main() -> None:
         results: dict[tuple[str, str], list[tuple[float, float, float, int]]] = {}
         for round_ in range(args.rounds):
             for mode in ("new connection", "reuse"):
-                for name, (port, _pid) in targets.items():
-                    started, cpu = time.perf_counter(), cpu_seconds()
+                for name, (port, pid) in targets.items():
+                    started, cpu, server_cpu = time.perf_counter(), cpu_seconds(), cpu_seconds(pid)
                     if args.client == "raw":
                         import rawclient
                         import uvloop
@@ -302,11 +302,15 @@ def main() -> None:
                                                              mode == "reuse", args.size))
                     rate = sent / (time.perf_counter() - started)  # measured: the last sends end late
                     generator_ms = (cpu_seconds() - cpu) / sent * 1000 if sent else float("nan")
+                    # the server process's own CPU per message (not PostgreSQL's): on a loaded machine
+                    # this is steadier than msg/s
+                    server_ms = (cpu_seconds(pid) - server_cpu) / sent * 1000 if sent else float("nan")
                     lat.sort()
                     p50, p99 = percentile(lat, 50), percentile(lat, 99)
                     results.setdefault((name, mode), []).append((rate, p50, p99, failed))
                     print(f"round {round_ + 1} {mode:15} {name:14} {rate:8.1f} msg/s  p50 {p50:6.1f} ms  "
-                          f"p99 {p99:6.1f} ms  failures {failed}  generator CPU {generator_ms:.2f} ms/msg", flush=True)
+                          f"p99 {p99:6.1f} ms  failures {failed}  server CPU {server_ms:.3f} ms/msg  "
+                          f"generator CPU {generator_ms:.2f} ms/msg", flush=True)
         print(f"\n{args.clients} clients, {args.size}-byte messages, {args.seconds:g}s per run, "
               f"{args.rounds} rounds alternating; best round shown; {os.cpu_count()} CPUs")
         print(f"{'mode':15} {'target':14} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>9} {'vs bare':>8}")

@@ -240,6 +240,7 @@ async def _dev_demo(store: Store, secret_key: bytes, keep_key: bool) -> tuple[st
 async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     """Everything local: embedded PostgreSQL, Maildir upstream, demo account and key."""
     from relay import malloc
+    from relay.dashboard.dev import demo_login
     from relay.server import RelayServer, serve_until_signalled
 
     malloc.tune()
@@ -249,10 +250,11 @@ async def cmd_dev(cfg: Config, args: argparse.Namespace) -> None:
     async with database(cfg, on_embedded=lambda pg: postgres.append(
             f"{pg.describe()}; log {pg.log_path}")) as store:
         name, full, credits = await _dev_demo(store, secret_key, args.keep_key)
+        login = await demo_login(store, name)
         server = RelayServer(cfg, store, secret_key)
 
         def ready() -> None:
-            print(devmode.banner(cfg, server.listening, " ".join(postgres), name, credits, full), flush=True)
+            print(devmode.banner(cfg, server.listening, " ".join(postgres), name, credits, full, login), flush=True)
 
         await serve_until_signalled(server, ready)
 
@@ -349,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     try:
         cfg = load_config(getattr(args, "config", None))
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.dashboard import settings as dashboard_settings
 from relay.dkim import config as dkim_config
 from relay.dkim.config import DkimConfig, DnsConfig
 from relay.errors import RelayError
@@ -139,6 +140,7 @@ class Config:
     inbound: InboundConfig = field(default_factory=InboundConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    dashboard: dashboard_settings.DashboardConfig = field(default_factory=dashboard_settings.DashboardConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed."""
@@ -277,6 +279,10 @@ def _validate(cfg: Config) -> None:
                        ("http.max_connections_per_address", cfg.http.max_connections_per_address)):
         if count < 0:
             raise ConfigError(f"{key}: must be 0 (no limit) or more")
+    if cfg.dashboard.listen:
+        parse_listen("dashboard.listen", cfg.dashboard.listen)
+    for key, problem in dashboard_settings.validate(cfg.dashboard):
+        raise ConfigError(f"{key}: {problem}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:

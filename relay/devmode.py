@@ -13,6 +13,7 @@ from relay.config import Config, parse_listen
 DEV_SMTP_LISTEN = "127.0.0.1:2525"
 DEV_HTTP_LISTEN = "127.0.0.1:8025"
 DEV_INBOUND_LISTEN = "127.0.0.1:2526"
+DEV_DASHBOARD_LISTEN = "127.0.0.1:8026"
 DEV_HOSTNAME = "localhost"
 DEV_ACCOUNT = "demo"
 DEV_SENDER_DOMAIN = "example.com"
@@ -74,6 +75,10 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     cfg = cfg.replace("inbound", listen=cfg.inbound.listen if "inbound.listen" in explicit else inbound_listen,
                       allow_private_targets=cfg.inbound.allow_private_targets
                       if "inbound.allow_private_targets" in explicit else True)
+    # the dashboard on 8026 likewise: placed by the user, or none when SMTP was placed elsewhere
+    dashboard = (cfg.dashboard.listen if "dashboard.listen" in explicit
+                 else "" if "smtp.listen" in explicit else DEV_DASHBOARD_LISTEN)
+    cfg = cfg.replace("dashboard", listen=dashboard)
     return cfg.replace("upstream", url=f"maildir:{folder / 'maildir'}")
 
 
@@ -82,8 +87,10 @@ def _address(endpoint: Endpoint) -> str:
     return f"[{endpoint.host}]:{endpoint.port}" if ":" in endpoint.host else f"{endpoint.host}:{endpoint.port}"
 
 
-def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, credits: int, key: str) -> str:
-    """What `relay dev` prints once it listens: where everything is, and how to send a first message."""
+def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, credits: int, key: str,
+           login: tuple[str, str] | None = None) -> str:
+    """What `relay dev` prints once it listens: where everything is, and how to send a first message
+    (login: the dashboard's demo email and password)."""
     smtp = cfg.smtp
     tls = bool(smtp.tls_cert)
     lines = [f"relay dev: data in {cfg.server.data_dir}", f"  postgres {database}"]
@@ -99,6 +106,9 @@ def banner(cfg: Config, listening: list[Endpoint], database: str, account: str, 
             lines.append(f"  HTTP     {scheme}://{_address(bound)}/v1/send  (Authorization: Bearer <key>)")
         elif bound.name == "inbound":
             lines.append(f"  inbound  {_address(bound)}  (mail for `relay route add` routes, POSTed to your app)")
+        elif bound.name == "dashboard" and login is not None:
+            scheme = "https" if cfg.dashboard.tls_cert else "http"
+            lines.append(f"  dashboard {scheme}://{_address(bound)}/  (log in as {login[0]}, password {login[1]})")
     sender = f"demo@{DEV_SENDER_DOMAIN}"
     lines += [
         f"  upstream {cfg.upstream.url} (every accepted message lands there)",

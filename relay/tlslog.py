@@ -1,7 +1,7 @@
 """Client TLS failures are the client's business: one INFO line with the peer and the reason.
 
 Without this a client that speaks garbage to a TLS port or after STARTTLS makes the relay log a
-full traceback at ERROR (aiosmtpd's TLSSetupException, asyncio's and uvloop's exception handler,
+full traceback at ERROR (a failed STARTTLS handshake, asyncio's and uvloop's exception handler,
 and CPython 3.11's `SSLProtocol._abort()` TypeError when a transport is force-closed), so any
 client could fill the log.
 """
@@ -27,8 +27,6 @@ def is_tls_failure(error: BaseException | None) -> bool:
         if isinstance(error, (ssl.SSLError, ssl.CertificateError)):
             return True
         if isinstance(error, TypeError) and _ABORT_BUG in str(error):
-            return True
-        if type(error).__name__ == "TLSSetupException":  # aiosmtpd's, raised from the handshake's error
             return True
         error = error.__cause__ or error.__context__
         seen += 1

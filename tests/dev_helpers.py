@@ -47,7 +47,8 @@ class Dev:
 
 
 # listeners on free ports, so tests can run side by side (the default ports are one test's subject)
-ANY_PORTS = {"RELAY_SMTP_LISTEN": "127.0.0.1:0", "RELAY_HTTP_LISTEN": "127.0.0.1:0"}
+ANY_PORTS = {"RELAY_SMTP_LISTEN": "127.0.0.1:0", "RELAY_HTTP_LISTEN": "127.0.0.1:0",
+             "RELAY_DASHBOARD_LISTEN": "127.0.0.1:0"}
 
 
 def dev_env(**extra: str) -> dict[str, str]:

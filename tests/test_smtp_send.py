@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.channels.smtp import RelaySMTP
+from relay.channels.smtp_data import read_data
 from tests.smtp_helpers import Raw, login, message, send
 
 
@@ -232,26 +232,18 @@ async def test_data_arriving_a_byte_at_a_time_ends_and_unstuffs_exactly(relay, d
 
 
 class _Chunks:
-    """A stream reader that hands out the given pieces, one per read (the relay's DATA reader
-    only calls read and puts leftovers back into _buffer)."""
+    """A stream that hands out the given pieces, one per read, and keeps what is given back
+    (the DATA reader's whole view of the connection: read and unread)."""
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
-        self._buffer = bytearray()
+        self.given_back = bytearray()
 
-    async def read(self, n: int) -> bytes:
+    async def read(self, n: int, deadline: float | None = None) -> bytes:
         return self.pieces.pop(0) if self.pieces else b""
 
-
-class _DataReader:
-    _read_data = RelaySMTP._read_data
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self._reader = _Chunks(pieces)
-        self.channel = type("C", (), {"max_message_bytes": 10_000_000, "data_timeout": 60.0})()
-
-    def _reset_timeout(self) -> None:
-        pass
+    def unread(self, data: bytes | bytearray) -> None:
+        self.given_back[0:0] = data
 
 
 @settings(max_examples=400, deadline=None)
@@ -267,9 +259,9 @@ async def test_data_reader_ends_and_unstuffs_exactly_however_the_bytes_are_cut(l
         pieces.append(wire[at:at + cut])
         at += cut
     pieces.append(wire[at:])
-    reader = _DataReader([p for p in pieces if p])
-    data, _, dotted = await reader._read_data()
+    reader = _Chunks([p for p in pieces if p])
+    data, _, dotted = await read_data(reader, limit=10_000_000, deadline=asyncio.get_running_loop().time() + 60)
     assert bytes(data) == b"\r\n" + b"".join(x + b"\r\n" for x in lines)
     assert dotted == any(x.startswith(b".") for x in lines)
     # what came after the end marker is left for the command reader, not a byte more or less
-    assert bytes(reader._reader._buffer) + b"".join(reader._reader.pieces) == b"NOOP\r\n"
+    assert bytes(reader.given_back) + b"".join(reader.pieces) == b"NOOP\r\n"

@@ -1,7 +1,8 @@
 """The inbound listener: mail for the apps' routes, POSTed while the sending server waits in DATA.
 
-aiosmtpd parses (the submission listener's RelaySMTP, so the same hardened DATA reader, error
-handling and shutdown), the routes decide who gets each recipient, relay/inbound/deliver.py POSTs,
+relay's SMTP session parses (the submission listener's RelaySMTP, so the same hardened DATA reader,
+error handling and shutdown; docs/smtp-session.md), the routes decide who gets each recipient,
+relay/inbound/deliver.py POSTs,
 and relay/inbound/replies.py turns the apps' answers into the one reply to DATA. No AUTH; nothing
 is ever relayed anywhere: a recipient no route (and no claimant) takes is refused at RCPT TO.
 """
@@ -10,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from aiosmtpd.smtp import Envelope, Session
 from prometheus_client import Counter, Histogram
 
 from relay import hygiene
 from relay.channels.base import Endpoint, ServerContext
-from relay.channels.smtp import DataTimeout, RelaySMTP, SmtpChannel, SmtpHandler
+from relay.channels.smtp import RelaySMTP, SmtpChannel, SmtpHandler
+from relay.channels.smtp_session import Envelope, Session
 from relay.config import parse_listen
 from relay.errors import ListenError, StoreUnavailable
 from relay.inbound import claims, deliver, payload, replies
@@ -87,7 +88,7 @@ def _clean_helo(helo: str | None) -> str:
 
 
 class InboundHandler(SmtpHandler):
-    """aiosmtpd handler hooks and the delivery of one DATA: routes, POSTs, log, reply."""
+    """The session hooks and the delivery of one DATA: routes, POSTs, log, reply."""
 
     def __init__(self, ctx: ServerContext, client: HttpClient, claimants: list[Claimant]) -> None:
         cfg: InboundConfig = ctx.cfg.inbound
@@ -105,16 +106,16 @@ class InboundHandler(SmtpHandler):
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         """MAIL FROM: any sender (a bounce has the null one); the SIZE= check ran before."""
-        envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd needs it non-empty)
+        envelope.mail_from = address  # "<>" for the null reverse-path (the session keeps it non-empty)
         envelope.mail_options.extend(mail_options)
-        envelope.targets = {}  # type: ignore[attr-defined]  # recipient -> Route or Claimant
+        envelope.extra["targets"] = {}  # recipient -> Route or Claimant
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO: a claimant's address, or the first route that matches; anything else 550 5.1.1."""
-        envelope.rcpt_attempts = getattr(envelope, "rcpt_attempts", 0) + 1  # type: ignore[attr-defined]
-        targets: dict[str, Route | Claimant] = envelope.targets  # type: ignore[attr-defined]
+        envelope.rcpt_attempts += 1
+        targets: dict[str, Route | Claimant] = envelope.extra["targets"]
         if address.lower() in (r.lower() for r in envelope.rcpt_tos):
             return "250 2.1.5 OK (duplicate recipient ignored)"
         if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
@@ -140,8 +141,7 @@ class InboundHandler(SmtpHandler):
     async def receive(self, server: InboundSMTP, data: bytearray | None, bare: bool) -> str:
         """The reply to DATA for the message read (None: over the size limit)."""
         envelope, session = server.envelope, server.session
-        assert envelope is not None and session is not None
-        targets: dict[str, Route | Claimant] = envelope.targets  # type: ignore[attr-defined]
+        targets: dict[str, Route | Claimant] = envelope.extra["targets"]
         groups: dict[object, tuple[Route | Claimant, list[str]]] = {}
         for recipient in envelope.rcpt_tos:
             target = targets[recipient]
@@ -230,13 +230,10 @@ class InboundSMTP(RelaySMTP):
 
     channel: InboundHandler
 
-    def __init__(self, handler: InboundHandler, **kwargs: Any) -> None:
-        super().__init__(handler, auth_required=False, auth_exclude_mechanism=["LOGIN", "PLAIN"], **kwargs)
-
-    @property
-    def tls_active(self) -> bool:
-        """Did the client switch to TLS (STARTTLS)?"""
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+    def __init__(self, handler: InboundHandler, *, tls_context: ssl.SSLContext | None, idle_timeout: float,
+                 max_commands: int) -> None:
+        super().__init__(handler, auth_required=False, tls_context=tls_context, idle_timeout=idle_timeout,
+                         max_commands=max_commands)
 
     async def smtp_AUTH(self, arg: str | None) -> None:
         """No AUTH on the inbound listener."""
@@ -256,31 +253,19 @@ class InboundSMTP(RelaySMTP):
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """DATA: read with the submission reader, POST to the routes, answer with the worst verdict."""
-        if await self.check_helo_needed():
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            tried = getattr(self.envelope, "rcpt_attempts", 0)
-            await self.push("554 5.5.1 No valid recipients" if tried else "503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
+        if not await self.check_data_allowed(arg):
             return
         self.in_data = True
         try:
-            await self.push("354 End data with <CR><LF>.<CR><LF>")
-            try:
-                data, bare, _dotted = await self._read_data()
-            except DataTimeout:
-                # as on the submission listener: nothing was posted, the client hears why and is closed
-                self.close_after_reply = True
-                await self.push(f"421 4.4.2 {self.hostname} Error: DATA timeout exceeded, closing connection")
+            # as on the submission listener: after a DATA timeout nothing was posted, the client
+            # has heard why and is being closed
+            read = await self.read_message()
+            if read is None:
                 return
-            self._reset_timeout()
+            data, bare, _dotted = read
             # the POSTs and their log rows run to the end even if the client hangs up meanwhile
             reply = await asyncio.shield(self.channel.receive(self, data, bare))
-            self._reset_timeout()
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self.envelope = Envelope()
             await self.push(reply)
         finally:
             self.in_data = False
@@ -311,8 +296,8 @@ class InboundChannel(SmtpChannel):
         loop = asyncio.get_running_loop()
 
         def factory() -> InboundSMTP:
-            return InboundSMTP(self.inbound_handler, tls_context=context, require_starttls=False,
-                               timeout=cfg.idle_timeout_seconds, command_call_limit=cfg.max_commands, loop=loop)
+            return InboundSMTP(self.inbound_handler, tls_context=context, idle_timeout=cfg.idle_timeout_seconds,
+                               max_commands=cfg.max_commands)
 
         try:
             server = await loop.create_server(factory, host, port, reuse_address=True, start_serving=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from relay.channels import http, inbound, smtp
+from relay.channels import dashboard, http, inbound, smtp
 from relay.channels.base import Channel, ServerContext
 
 ChannelFactory = Callable[[ServerContext], Sequence[Channel]]
@@ -14,6 +14,7 @@ FACTORIES: tuple[ChannelFactory, ...] = (
     smtp.channels,
     http.channels,
     inbound.channels,
+    dashboard.channels,
 )
 
 

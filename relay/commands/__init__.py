@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relay.commands import domain, events, route
+from relay.commands import domain, events, route, user
 
-MODULES: tuple[ModuleType, ...] = (events, route, domain)
+MODULES: tuple[ModuleType, ...] = (events, route, domain, user)

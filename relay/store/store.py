@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from relay.store.admin import AdminStore
+from relay.store.dashboard import DashboardStore
 from relay.store.domains import DomainStore
 from relay.store.events import EventStore
 from relay.store.instance import InstanceStore, new_instance_id
@@ -21,6 +22,7 @@ from relay.store.retention import RetentionStore
 from relay.store.routes import RouteStore
 from relay.store.schedule import ScheduleStore
 from relay.store.send import SendStore
+from relay.store.users import UserStore
 from relay.store.webhooks import WebhookStore
 
 
@@ -29,7 +31,7 @@ async def _keep(conn: asyncpg.Connection) -> None:
 
 
 class Store(AdminStore, SendStore, LogStore, QueueStore, RetentionStore, EventStore,
-            WebhookStore, RouteStore, InstanceStore, DomainStore, ScheduleStore):
+            WebhookStore, RouteStore, InstanceStore, DomainStore, UserStore, DashboardStore, ScheduleStore):
     """A connection pool plus the queries; one instance per process."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None = None, instance_id: int | None = None) -> None:
