@@ -74,7 +74,7 @@ class SendRequest:
     metadata: str | None = None  # compact JSON of an object
     send_at: datetime | None = None  # scheduled delivery (UTC)
     unsubscribe_url: str | None = None
-    # what the size limit counts (SPEC: html + text in UTF-8 bytes, plus the decoded attachments)
+    # what the size limit counts (docs/contract.md: html + text in UTF-8 bytes, plus the decoded attachments)
     size: int = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:

@@ -270,7 +270,7 @@ DOCUMENT: dict[str, Any] = {
                     "sizeBytes": {"type": "integer", "minimum": 0},
                     "creditsCharged": {"type": "integer", "minimum": 0},
                     "creditsRefunded": {"type": "integer", "minimum": 0},
-                    "failureCode": {"type": ["integer", "null"], "description": "SPEC.md's failure codes."},
+                    "failureCode": {"type": ["integer", "null"], "description": "docs/contract.md's failure codes."},
                     "upstreamReply": {"type": ["string", "null"]},
                     "deliverAfter": {"type": ["string", "null"], "format": "date-time"},
                     "createdAt": {"type": "string", "format": "date-time"},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 class Outcome(enum.Enum):
-    """Every way a submission can end (SPEC.md, 'The pipeline, in order')."""
+    """Every way a submission can end (docs/contract.md, 'The pipeline, in order')."""
 
     SENT = "SENT"
     QUEUED = "QUEUED"

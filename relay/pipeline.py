@@ -1,4 +1,4 @@
-"""The one send pipeline (SPEC.md steps 1-8): channels call it and translate its Result, nothing else."""
+"""The one send pipeline (docs/contract.md steps 1-8): channels call it and translate its Result, nothing else."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class Message:
     from_addresses: tuple[str, ...]
     data: bytes | bytearray  # SMTP hands over its receive buffer, prepared in place
     has_body: bool
-    size: int  # what the size limit is checked against (SPEC: SMTP data; API html + text)
+    size: int  # what the size limit is checked against (docs/contract.md: SMTP data; API html + text)
     idempotency_key: str | None = None
     fingerprint: bytes | None = None  # SHA-256 of the payload, compared on a repeated key
     crlf_verified: bool = False  # the channel checked there is no bare CR or LF in data
@@ -74,7 +74,7 @@ class Message:
 
 
 class Pipeline:
-    """The steps of SPEC.md, in order, over a Store and an Upstream."""
+    """The steps of docs/contract.md, in order, over a Store and an Upstream."""
 
     def __init__(self, store: Store, upstream: Upstream, limits: LimitsConfig, key_secret: bytes,
                  key_cache_seconds: float = 0.0, events: EventsConfig | None = None,

@@ -23,7 +23,7 @@ from relay.upstream.classify import FailureCode
 
 log = logging.getLogger(__name__)
 
-PROMISE = timedelta(hours=24)  # SPEC: a queued message is delivered within 24 hours of acceptance
+PROMISE = timedelta(hours=24)  # docs/contract.md: a queued message is delivered within 24 hours of acceptance
 
 
 def utcnow() -> datetime:

@@ -64,7 +64,7 @@ _HARD_BOUNCES = {FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.A
 
 
 def suppresses(finding: Finding) -> bool:
-    """Whether a finding puts its recipient on the suppression list (SPEC.md, "Suppression list"):
+    """Whether a finding puts its recipient on the suppression list (docs/events.md, "Suppression list"):
     a complaint, or a bounce with 2001, 2002, 2004 or a permanent (5.x.x) 1xxx code."""
     if finding.kind is Kind.COMPLAINED:
         return True

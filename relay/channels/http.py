@@ -1,6 +1,6 @@
 """The HTTPS channel: Starlette parses, the pipeline decides, one table turns outcomes into HTTP.
 
-POST /v1/send, in order (SPEC.md 'The pipeline, in order'):
+POST /v1/send, in order (docs/contract.md 'The pipeline, in order'):
 
 1. the bearer key (pipeline.authenticate), from the headers alone: an unauthenticated body is
    never read;
@@ -64,8 +64,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "api"
 
-# The one table: outcome -> (status, error text). SPEC.md 'HTTPS API'. {reason} is the pipeline's
-# wording, {limit} the size limit in the SPEC's style ("10MB").
+# The one table: outcome -> (status, error text). docs/contract.md 'HTTPS API'. {reason} is the pipeline's
+# wording, {limit} the size limit in docs/contract.md's style ("10MB").
 HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     Outcome.SENT: (200, ""),
     Outcome.QUEUED: (202, ""),
@@ -87,12 +87,12 @@ HTTP_REPLIES: dict[Outcome, tuple[int, str]] = {
     Outcome.SUPPRESSED: (200, ""),  # issue 13: every recipient suppressed, nothing sent or charged
 }
 # The outcomes that say "retry later", with the Retry-After to send when the pipeline gave none
-# (SPEC: 429 and 503 always carry one).
+# (docs/contract.md: 429 and 503 always carry one).
 DEFAULT_RETRY_AFTER: dict[Outcome, int] = {
     Outcome.RATE_LIMITED: 1, Outcome.UPSTREAM_UNAVAILABLE: 30, Outcome.TEMPORARY: 5,
     Outcome.IDEMPOTENCY_IN_FLIGHT: 5,
 }
-# The size limit is on the message (SPEC: html + text, decoded), not on its JSON: a character may
+# The size limit is on the message (docs/contract.md: html + text, decoded), not on its JSON: a character may
 # be spelled as a 6-byte \uXXXX escape (clients with ensure_ascii; Go escapes <, > and & so),
 # so a message just under the limit can take up to six times its size in JSON, plus the envelope.
 # Past that no body can hold an acceptable message, and it is refused unread; under it the body
@@ -120,7 +120,7 @@ def body_limit(max_message_bytes: int) -> int:
 
 
 def size_text(size: int) -> str:
-    """A size the way SPEC.md words it: 10485760 -> '10MB'."""
+    """A size the way docs/contract.md words it: 10485760 -> '10MB'."""
     for unit, name in ((1 << 20, "MB"), (1 << 10, "KB")):
         if size % unit == 0:
             return f"{size // unit}{name}"
@@ -355,7 +355,7 @@ class Api:
         principal = await self._principal(request, submission=True)
         if isinstance(principal, Result):
             return self._unread(self.reply(principal))
-        # SPEC step 2 before 3 and 4: every authenticated request is a call, whatever its body
+        # docs/contract.md, step 2 before 3 and 4: every authenticated request is a call, whatever its body
         opened = await self.pipeline.open_call(principal, CHANNEL)
         if isinstance(opened, Result):
             return self._unread(self.reply(opened))

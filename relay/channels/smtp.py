@@ -33,7 +33,7 @@ __all__ = ["SMTP_REPLIES", "DataTimeout", "RelaySMTP", "SmtpChannel", "SmtpHandl
 
 log = logging.getLogger(__name__)
 
-# The one table: outcome -> (reply code, default enhanced code, text). SPEC.md 'SMTP replies'.
+# The one table: outcome -> (reply code, default enhanced code, text). docs/contract.md 'SMTP replies'.
 SMTP_REPLIES: dict[Outcome, tuple[int, str, str]] = {
     Outcome.SENT: (250, "", "OK: {id}"),
     Outcome.QUEUED: (250, "", "queued: {id}"),
@@ -106,7 +106,7 @@ class SmtpHandler:
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        """MAIL FROM: rate limit, sender authorization, pre-flight (SPEC: as early as known)."""
+        """MAIL FROM: rate limit, sender authorization, pre-flight (docs/contract.md: as early as known)."""
         if needs_smtputf8(address) and not envelope.smtp_utf8:
             return "553 5.6.7 Internationalized address requires MAIL FROM ... SMTPUTF8 (RFC 6531)"
         principal: Principal = session.auth_data
@@ -266,10 +266,10 @@ class RelaySMTP(SmtpSession):
         self.session.auth_data = result
         await self.push("235 2.7.0 Authentication successful")
 
-    # MAIL: SIZE= answered with 550 (SPEC.md), not RFC 1870's 552 ------------------------------
+    # MAIL: SIZE= answered with 550 (docs/contract.md), not RFC 1870's 552 ------------------------------
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        """MAIL FROM, with an oversize SIZE= declaration refused as SPEC.md says (550)."""
+        """MAIL FROM, with an oversize SIZE= declaration refused as docs/contract.md says (550)."""
         if arg and self.session.authenticated:
             for param in arg.upper().split()[1:]:
                 key, _, value = param.partition("=")

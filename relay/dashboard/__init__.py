@@ -1,1 +1,1 @@
-"""The dashboard: server-rendered pages for an account's people and the operator (SPEC.md, Dashboard)."""
+"""The dashboard: server-rendered pages for an account's people and the operator (docs/dashboard.md)."""

@@ -68,7 +68,7 @@ class BounceClaimant:
             return "unparseable"
         if tied is None:
             # no token: a quoted original's X-Relay-Message-Id is still ours only if the token was;
-            # without an authenticated token nothing is attributed (SPEC: forged bounces)
+            # without an authenticated token nothing is attributed (docs/events.md: forged bounces)
             return "untied"
         message_id, index = tied
         position = None if index == WHOLE_MESSAGE else index

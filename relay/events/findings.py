@@ -19,7 +19,7 @@ EVENT_TYPES: dict[Kind, str] = {
     Kind.COMPLAINED: "email.complained",
     Kind.AUTO_REPLIED: "email.auto_replied",
 }
-# SPEC.md 'Suppression list': these failure codes are a hard bounce (and any permanent 1xxx)
+# docs/events.md 'Suppression list': these failure codes are a hard bounce (and any permanent 1xxx)
 HARD_BOUNCE_CODES = frozenset({FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.ADDRESS_GONE})
 
 

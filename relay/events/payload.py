@@ -29,7 +29,7 @@ def public_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def webhook_body(event: dict[str, Any]) -> bytes:
     """The JSON a webhook POSTs: {"type", "timestamp", "data"}, data carrying the event's id,
-    message id and recipient beside its type-specific fields (SPEC.md 'Webhooks')."""
+    message id and recipient beside its type-specific fields (docs/events.md 'Webhooks')."""
     shown = public_event(event)
     data = {"id": shown["id"], "messageId": shown["messageId"], "recipient": shown["recipient"], **shown["data"]}
     return json.dumps({"type": shown["type"], "timestamp": shown["timestamp"], "data": data},

@@ -1,4 +1,4 @@
-"""The one table: the app's HTTP answer -> the SMTP reply to DATA (SPEC.md, "Inbound mail to HTTP")."""
+"""The one table: the app's HTTP answer -> the SMTP reply to DATA (docs/inbound.md, "Inbound mail to HTTP")."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def first_line(body: bytes) -> str:
 
 
 def verdict(result: HttpResult) -> Verdict:
-    """SPEC.md's table, exactly: 2xx 250; 4xx 550 with the text/plain first line; 5xx, no answer,
+    """docs/inbound.md's table, exactly: 2xx 250; 4xx 550 with the text/plain first line; 5xx, no answer,
     a redirect not followed and any other status 451."""
     status = result.status
     if result.error is not None:

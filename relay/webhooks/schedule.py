@@ -1,4 +1,4 @@
-"""When a failed webhook delivery is tried again (SPEC.md 'Webhooks'), and what an answer means."""
+"""When a failed webhook delivery is tried again (docs/events.md 'Webhooks'), and what an answer means."""
 
 from __future__ import annotations
 
