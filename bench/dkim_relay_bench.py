@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -132,13 +131,7 @@ def main() -> None:
                 print(f"{label:8} {mode:16} {clients:7} {rate:8.1f} {p50:8.1f} {p99:8.1f} {cpu_ms:10.2f} "
                       f"{rate / off:10.2f}x")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        smtp_bench.stop_processes(procs)
         pg.stop()
         shutil.rmtree(folder, ignore_errors=True)
 

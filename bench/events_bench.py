@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -190,13 +189,7 @@ def main() -> None:
             print(f"{name:17} {max(rates):8.1f} msg/s  {max(rates) / best_before:6.2f}x of before events")
         print(f"webhook outbox drained within {max(drains):.1f} s of the end of each run (0: kept up)")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        smtp_bench.stop_processes(procs)
         pg.stop()
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
         import shutil

@@ -27,7 +27,6 @@ import base64
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -283,13 +282,7 @@ def main() -> None:
                   f"{'PASS' if above <= budget else 'FAIL'}")
         print(f"inbound log outcomes: {asyncio.run(inbound_outcomes(dsn))}")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        smtp_bench.stop_processes(procs)
         pg.stop()
         shutil.rmtree(folder, ignore_errors=True)
 

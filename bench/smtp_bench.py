@@ -33,6 +33,17 @@ KEY_SECRET = "bench-key-secret"
 # -- servers run as child processes of this script -------------------------------------------
 
 
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM every process, then wait for each up to grace seconds and kill what is left."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -328,13 +339,7 @@ def main() -> None:
                 await conn.close()
         print(f"relay log rows 'sent': {asyncio.run(count())}")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         pg.stop()
         import shutil
         shutil.rmtree(folder, ignore_errors=True)
