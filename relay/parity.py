@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay import compose, metrics
+from relay import compose
 from relay.outcomes import Outcome, Result, reject
 from relay.store.schedule import CANCELLED_REPLY
 
@@ -48,8 +48,8 @@ def public_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def reply_body(api: Api, result: Result) -> tuple[int, dict[str, Any]]:
-    """A single send's status and body for a result (one entry of a batch)."""
-    response = api.reply(result)
+    """A single send's status and body for a result (one entry of a batch), counted."""
+    response = api.answer(result)
     body: dict[str, Any] = json.loads(bytes(response.body))
     return response.status_code, body
 
@@ -73,17 +73,17 @@ async def prepare_batch(api: Api, opened: Opened, doc: object, request: Request,
     """Check and compose each message of a batch; a Result when the batch is refused as a whole.
     With an Idempotency-Key, message i carries '<key>#<i>' and the fingerprint of the whole batch."""
     if not isinstance(doc, list) or not doc:
-        return metrics.counted("api", reject(Outcome.INVALID, "a batch is a JSON array of 1-100 send requests"))
+        return reject(Outcome.INVALID, "a batch is a JSON array of 1-100 send requests")
     if len(doc) > MAX_BATCH:
-        return metrics.counted("api", reject(Outcome.INVALID, f"a batch holds at most {MAX_BATCH} messages"))
+        return reject(Outcome.INVALID, f"a batch holds at most {MAX_BATCH} messages")
     if key is not None and not (1 <= len(key) <= MAX_BATCH_KEY and key.isascii() and key.isprintable()):
-        return metrics.counted("api", reject(
-            Outcome.INVALID, f"Idempotency-Key of a batch must be 1-{MAX_BATCH_KEY} printable ASCII characters"))
+        return reject(Outcome.INVALID,
+                      f"Idempotency-Key of a batch must be 1-{MAX_BATCH_KEY} printable ASCII characters")
     fingerprint = batch_fingerprint(doc) if key is not None else None
     prepared = Prepared([None] * len(doc), [], key)
     for i, item in enumerate(doc):
         if not isinstance(item, dict):
-            prepared.results[i] = metrics.counted("api", reject(Outcome.INVALID, f"batch[{i}] must be a JSON object"))
+            prepared.results[i] = reject(Outcome.INVALID, f"batch[{i}] must be a JSON object")
             continue
         one = await api.prepare(opened, item, request, None if key is None else f"{key}#{i}", fingerprint)
         if isinstance(one, Result):
@@ -101,11 +101,11 @@ async def submit_batch(api: Api, prepared: Prepared) -> list[Result] | Result:
         # the first admitted message claims the batch's key: a different batch under it, or the
         # same one still running, is refused whole before anything else is charged
         i, txn, message = ready.pop(0)
-        first = await api.pipeline.submit_detached(txn, message)
+        first = await api.pipeline.submit_detached(txn, message, api.count)
         if first.outcome in _REFUSES_BATCH:
             return first
         results[i] = first
-    done = await asyncio.gather(*(api.pipeline.submit_detached(txn, message) for _, txn, message in ready))
+    done = await asyncio.gather(*(api.pipeline.submit_detached(txn, message, api.count) for _, txn, message in ready))
     for (i, _, _), result in zip(ready, done, strict=True):
         results[i] = result
     return [r for r in results if r is not None]
@@ -128,12 +128,11 @@ async def read_batch(api: Api, request: Request,
         return Refused(opened, unread=True)
     body = await api.read_body(request, held)
     if body is None:
-        return Refused(metrics.counted("api", reject(Outcome.TOO_LARGE, "the request body is over the size limit")),
-                       unread=True)
+        return Refused(reject(Outcome.TOO_LARGE, "the request body is over the size limit"), unread=True)
     try:
         return opened, compose.decode_json(body)
     except compose.RequestError as exc:
-        return Refused(metrics.counted("api", reject(Outcome.INVALID, str(exc))), unread=False)
+        return Refused(reject(Outcome.INVALID, str(exc)), unread=False)
 
 
 def routes(api: Api) -> list[Route]:
@@ -144,7 +143,7 @@ def routes(api: Api) -> list[Route]:
         async with contextlib.AsyncExitStack() as held:
             read = await read_batch(api, request, held)
             if isinstance(read, Refused):
-                response = api.reply(read.result)
+                response = api.answer(read.result)
                 return api.unread(response) if read.unread else response
             opened, doc = read
             del read
@@ -152,7 +151,7 @@ def routes(api: Api) -> list[Route]:
             del doc
             results = prepared if isinstance(prepared, Result) else await submit_batch(api, prepared)
         if isinstance(results, Result):
-            return api.reply(results)
+            return api.answer(results)
         entries = []
         for i, result in enumerate(results):
             status, entry = reply_body(api, result)

@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay import keys, metrics
@@ -143,29 +144,25 @@ class Pipeline:
             opened = await self.store.open_call(principal.key_id, self.limits.calls_per_minute)
         except TRANSIENT_ERRORS:
             log.exception("rate-limit call failed")
-            return metrics.counted(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
-                                               retry_after=5))
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         if not opened.enabled:
-            return metrics.counted(channel, reject(Outcome.KEY_DISABLED, "this API key is disabled"))
+            return reject(Outcome.KEY_DISABLED, "this API key is disabled")
         if opened.retry_after > 0:
             wait = max(1, math.ceil(opened.retry_after))
-            return metrics.counted(channel, reject(
-                Outcome.RATE_LIMITED, f"rate limit exceeded, retry in {wait} seconds", retry_after=wait))
+            return reject(Outcome.RATE_LIMITED, f"rate limit exceeded, retry in {wait} seconds", retry_after=wait)
         return Opened(principal, opened.credits, channel)
 
     def authorize(self, opened: Opened, mail_from: str) -> Transaction | Result:
         """Step 3 for the sender, and a first pre-flight: is there credit for one recipient at all."""
-        channel = opened.channel
         if not is_valid_address(mail_from):
-            return metrics.counted(channel, reject(
-                Outcome.INVALID, f"sender address {mail_from!r} is not valid", enhanced="5.1.7"))
+            return reject(Outcome.INVALID, f"sender address {mail_from!r} is not valid", enhanced="5.1.7")
         rule = matching_rule(mail_from, opened.principal.senders)
         if rule is None:
-            return metrics.counted(channel, reject(
-                Outcome.INVALID, f"sender {mail_from} is not authorized for this account", enhanced="5.7.1"))
+            return reject(Outcome.INVALID, f"sender {mail_from} is not authorized for this account",
+                          enhanced="5.7.1")
         if opened.credits < self.limits.credits_per_recipient:
-            return metrics.counted(channel, reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits"))
-        return Transaction(opened.principal, normalize(mail_from), rule, channel)
+            return reject(Outcome.INSUFFICIENT_CREDITS, "insufficient credits")
+        return Transaction(opened.principal, normalize(mail_from), rule, opened.channel)
 
     async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
         """Steps 2 and 3 (sender) together, as SMTP's MAIL FROM needs them. The key's lookup (senders,
@@ -174,8 +171,7 @@ class Pipeline:
             principal = await self._principal(principal.key_id) or principal
         except TRANSIENT_ERRORS:
             log.exception("key lookup failed")
-            return metrics.counted(channel, reject(Outcome.TEMPORARY, "temporary failure, try again later",
-                                                   retry_after=5))
+            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
         opened = await self.open_call(principal, channel)
         if isinstance(opened, Result):
             return opened
@@ -240,13 +236,21 @@ class Pipeline:
 
     # -- steps 3-8 -----------------------------------------------------------------------
 
-    async def submit_detached(self, txn: Transaction, message: Message) -> Result:
+    async def submit_detached(self, txn: Transaction, message: Message,
+                              gone: Callable[[Result], object]) -> Result:
         """submit, run to its recorded end even when the caller is cancelled (a client that hangs
-        up after its send may be admitted); tracked in in_flight so shutdown can wait for it."""
+        up after its send may be admitted); tracked in in_flight so shutdown can wait for it.
+
+        gone: what the channel does with a result nobody waits for any more (it counts it, as its
+        answer would have: metrics are counted where a channel answers, see metrics.counted)."""
         task = asyncio.ensure_future(self.submit(txn, message))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else gone(t.result()))
+            raise
 
     async def submit(self, txn: Transaction, message: Message) -> Result:
         """Validate, size, pre-flight, debit, cap, relay, finalize; the Result says what happened."""
@@ -255,7 +259,7 @@ class Pipeline:
         if result is None:
             result = await self._admit_and_relay(txn, message)
         metrics.RELAY_SECONDS.labels(txn.channel).observe(time.monotonic() - started)
-        return metrics.counted(txn.channel, result)
+        return result
 
     async def _admit_and_relay(self, txn: Transaction, message: Message) -> Result:
         message_id = uuid.uuid4()

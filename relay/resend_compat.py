@@ -61,7 +61,8 @@ def _error(status: int, name: str, message: str, headers: dict[str, str] | None 
 
 
 def error_reply(api: Api, result: Result) -> JSONResponse:
-    """A refused or failed send in Resend's error shape; relay's own wording as the message."""
+    """A refused or failed send in Resend's error shape; relay's own wording as the message (not
+    counted here: the routes count what they answer)."""
     status, name = RESEND_ERRORS[result.outcome]
     if name == "validation_error" and _MISSING.search(result.reason):
         name = "missing_required_field"
@@ -127,59 +128,81 @@ def routes(api: Api) -> list[Route]:
 
     async def send(request: Request) -> Response:
         """POST /emails: one message; 200 {"id"} once accepted (sent, queued or scheduled)."""
+        sent = await _send(request)
+        _count(sent)
+        if isinstance(sent, parity.Refused):
+            return refused(api, sent)
+        if not sent.outcome.accepted:
+            return error_reply(api, sent)
+        return JSONResponse({"id": sent.message_id})
+
+    async def _send(request: Request) -> parity.Refused | Result:
         async with contextlib.AsyncExitStack() as held:
             # the same steps 1-2, body limit and JSON decoding as a batch
             read = await parity.read_batch(api, request, held)
             if isinstance(read, parity.Refused):
-                return refused(api, read)
+                return read
             opened, doc = read
             body = _translated(doc)
             if isinstance(body, Result):
-                return error_reply(api, body)
+                return body
             prepared = await api.prepare(opened, body, request, request.headers.get("idempotency-key"))
             if isinstance(prepared, Result):
-                return error_reply(api, prepared)
-            result = await api.pipeline.submit_detached(*prepared)
-        if not result.outcome.accepted:
-            return error_reply(api, result)
-        return JSONResponse({"id": result.message_id})
+                return prepared
+            return await api.pipeline.submit_detached(*prepared, api.count)
 
     async def send_batch(request: Request) -> Response:
         """POST /emails/batch: strict (Resend's default) refuses the whole batch when one message is
         invalid; 'x-batch-validation: permissive' sends the valid ones and lists the others."""
+        strict = request.headers.get("x-batch-validation", "strict").lower() != "permissive"
+        sent = await _send_batch(request, strict)
+        _count(sent)
+        if isinstance(sent, parity.Refused):
+            return refused(api, sent)
+        if isinstance(sent, Result):
+            return error_reply(api, sent)
+        data = [{"id": r.message_id} for r in sent if r.outcome.accepted]
+        errors = [{"index": i, "message": json.loads(bytes(error_reply(api, r).body))["message"]}
+                  for i, r in enumerate(sent) if not r.outcome.accepted]
+        return JSONResponse({"data": data, "errors": errors} if errors or not strict else {"data": data})
+
+    async def _send_batch(request: Request, strict: bool) -> parity.Refused | Result | list[Result]:
         async with contextlib.AsyncExitStack() as held:
             read = await parity.read_batch(api, request, held)
             if isinstance(read, parity.Refused):
-                return refused(api, read)
+                return read
             opened, doc = read
             if not isinstance(doc, list):
-                return error_reply(api, reject(Outcome.INVALID, "the body must be a JSON array of emails"))
+                return reject(Outcome.INVALID, "the body must be a JSON array of emails")
             bodies: list[object] = []
             for i, item in enumerate(doc):
                 body = _translated(item)
                 bodies.append(reject(Outcome.INVALID, f"batch[{i}]: {body.reason}") if isinstance(body, Result)
                               else body)
-            strict = request.headers.get("x-batch-validation", "strict").lower() != "permissive"
             untranslatable = [(i, b) for i, b in enumerate(bodies) if isinstance(b, Result)]
             if strict and untranslatable:
-                return error_reply(api, untranslatable[0][1])
+                return untranslatable[0][1]
             prepared = await parity.prepare_batch(api, opened, [{} if isinstance(b, Result) else b for b in bodies],
                                                   request, request.headers.get("idempotency-key"))
             if isinstance(prepared, Result):
-                return error_reply(api, prepared)
+                return prepared
             for i, b in untranslatable:
                 assert isinstance(b, Result)
                 prepared.results[i] = b
-            bad = [(i, r) for i, r in enumerate(prepared.results) if r is not None]
+            bad = [r for r in prepared.results if r is not None]
             if strict and bad:
-                return error_reply(api, bad[0][1])  # nothing was charged or sent
-            results = await parity.submit_batch(api, prepared)
-            if isinstance(results, Result):
-                return error_reply(api, results)
-        data = [{"id": r.message_id} for r in results if r.outcome.accepted]
-        errors = [{"index": i, "message": json.loads(bytes(error_reply(api, r).body))["message"]}
-                  for i, r in enumerate(results) if not r.outcome.accepted]
-        return JSONResponse({"data": data, "errors": errors} if errors or not strict else {"data": data})
+                return bad[0]  # nothing was charged or sent
+            return await parity.submit_batch(api, prepared)
+
+    def _count(sent: parity.Refused | Result | list[Result]) -> None:
+        """Count what a send route answers (each message of a batch), where it answers."""
+        if isinstance(sent, parity.Refused):
+            api.count(sent.result)
+        elif isinstance(sent, Result):
+            api.count(sent)
+        else:
+            for result in sent:
+                api.count(result)
 
     async def _owned(request: Request) -> tuple[uuid.UUID, dict[str, Any]] | Response:
         principal = await api.authenticate(request)

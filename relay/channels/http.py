@@ -222,28 +222,34 @@ class Api:
         self.max_body = body_limit(max_message_bytes)
 
     def reply(self, result: Result) -> JSONResponse:
+        """The response for a result, not counted (feature routes that submit nothing)."""
         return http_reply(result, max_message_bytes=self.max_message_bytes)
 
+    def answer(self, result: Result) -> JSONResponse:
+        """The response to a submission's result, counted: each submitting route answers here (or
+        through count, when it answers in its own shape)."""
+        return self.reply(self.count(result))
+
     @staticmethod
-    def _counted(result: Result) -> Result:
-        """Count a rejection the pipeline did not see (it counts what it decides itself)."""
+    def count(result: Result) -> Result:
+        """Count a submission's result: the HTTP channel's only call of metrics.counted."""
         return metrics.counted(CHANNEL, result)
 
     async def principal(self, request: Request) -> Principal | Response:
         """The account behind the request's bearer key, or the error response to send (for feature
         routes: the same key check, wording and statuses as /v1/send)."""
-        result = await self._principal(request, submission=False)
+        result = await self._principal(request)
         return self.reply(result) if isinstance(result, Result) else result
 
     async def authenticate(self, request: Request) -> Principal | Result:
         """The key check of a feature route that answers in its own shape (throttled as every key
         check is); the Result to translate when refused."""
-        return await self._principal(request, submission=False)
+        return await self._principal(request)
 
     async def open(self, request: Request) -> Opened | Result:
         """Steps 1-2 for a submitting feature route (a batch): the key, then the call counted; the
         Result is answered before the body is read (see unread)."""
-        principal = await self._principal(request, submission=True)
+        principal = await self._principal(request)
         if isinstance(principal, Result):
             return principal
         return await self.pipeline.open_call(principal, CHANNEL)
@@ -253,7 +259,7 @@ class Api:
         held: the request's exit stack, where a large body keeps its place until the request ends."""
         return await self._read_body(request, held)
 
-    async def _principal(self, request: Request, *, submission: bool) -> Principal | Result:
+    async def _principal(self, request: Request) -> Principal | Result:
         """The key check, throttled per client address as SMTP's AUTH is (delay, then 429)."""
         ip = request.client.host if request.client else "unknown"
         async with self.throttle.attempt(ip) as attempt:
@@ -265,11 +271,8 @@ class Api:
                 result = await self.pipeline.authenticate(_bearer(request))
                 if isinstance(result, Result) and result.outcome in (Outcome.KEY_INVALID, Outcome.KEY_DISABLED):
                     attempt.failed()  # a wrong key is a guess; no key at all or a database blip is not
-        if isinstance(result, Result):
-            if result.outcome is not Outcome.TEMPORARY:
-                metrics.AUTH_FAILURES.labels(CHANNEL).inc()
-            if submission:
-                self._counted(result)
+        if isinstance(result, Result) and result.outcome is not Outcome.TEMPORARY:
+            metrics.AUTH_FAILURES.labels(CHANNEL).inc()
         return result
 
     async def _read_body(self, request: Request, held: contextlib.AsyncExitStack) -> bytes | None:
@@ -321,12 +324,12 @@ class Api:
         try:
             doc = await _cpu(len(body), compose.decode_body, body)
         except compose.RequestError as exc:
-            return self._counted(reject(Outcome.INVALID, str(exc)))
+            return reject(Outcome.INVALID, str(exc))
         prepared = await self.prepare(opened, doc, request, request.headers.get("idempotency-key"))
         if isinstance(prepared, Result):
             return prepared
         # once admitted, a send runs to its recorded end even if the client goes away
-        return await self.pipeline.submit_detached(*prepared)
+        return await self.pipeline.submit_detached(*prepared, self.count)
 
     async def prepare(self, opened: Opened, doc: dict[str, Any], request: Request, key: str | None,
                       fingerprint: bytes | None = None) -> tuple[Transaction, Message] | Result:
@@ -334,7 +337,7 @@ class Api:
         gives each of its messages a key and fingerprint of its own); a Result when refused."""
         send = self._content(doc)
         if isinstance(send, Result):
-            return self._counted(send)
+            return send
         txn = self.pipeline.authorize(opened, send.sender.address)  # the sender (3), the pre-flight (5)
         if isinstance(txn, Result):
             return txn
@@ -352,19 +355,15 @@ class Api:
 
     async def send(self, request: Request) -> Response:
         """POST /v1/send."""
-        principal = await self._principal(request, submission=True)
-        if isinstance(principal, Result):
-            return self._unread(self.reply(principal))
-        # docs/contract.md, step 2 before 3 and 4: every authenticated request is a call, whatever its body
-        opened = await self.pipeline.open_call(principal, CHANNEL)
+        opened = await self.open(request)  # docs/contract.md: step 2 before 3 and 4, whatever the body
         if isinstance(opened, Result):
-            return self._unread(self.reply(opened))
+            return self._unread(self.answer(opened))
         async with contextlib.AsyncExitStack() as held:
             body = await self._read_body(request, held)
             if body is None:
                 too_large = reject(Outcome.TOO_LARGE, "the request body is over the size limit")
-                return self._unread(self.reply(self._counted(too_large)))
-            return self.reply(await self._submit(opened, body, request))
+                return self._unread(self.answer(too_large))
+            return self.answer(await self._submit(opened, body, request))
 
     @staticmethod
     def unread(response: Response) -> Response:
@@ -381,7 +380,7 @@ class Api:
         """GET /v1/messages/{id}: the caller's own log row; any other id is 404. (DELETE: parity.cancel)"""
         if request.method == "DELETE":
             return await parity.cancel(self, request)
-        principal = await self._principal(request, submission=False)
+        principal = await self._principal(request)
         if isinstance(principal, Result):
             return self.reply(principal)
         try:

@@ -92,6 +92,14 @@ class SmtpHandler:
         self.connections: set[RelaySMTP] = set()
         self.draining = False
 
+    def answer(self, result: Result) -> str:
+        """The reply to a submission's result (MAIL, RCPT, DATA), counted here and only here."""
+        return smtp_reply(metrics.counted("smtp", result))
+
+    def gone(self, result: Result) -> None:
+        """A send whose client hung up before its answer: counted as if answered."""
+        self.answer(result)
+
     # hooks the sessions call -----------------------------------------------------------------
 
     async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
@@ -114,7 +122,7 @@ class SmtpHandler:
         if isinstance(opened, Result):
             if opened.outcome is Outcome.RATE_LIMITED:
                 server.close_after_reply = True
-            return smtp_reply(opened)
+            return self.answer(opened)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.txn = opened
@@ -130,7 +138,7 @@ class SmtpHandler:
             return "250 2.1.5 OK (duplicate recipient ignored)"
         problem = self.pipeline.check_recipient(address, len(envelope.rcpt_tos))
         if problem:
-            return smtp_reply(metrics.counted("smtp", problem))
+            return self.answer(problem)
         txn: Transaction = envelope.txn
         reason = self.pipeline.suppression(txn.principal, address)
         if reason is not None:
@@ -276,7 +284,7 @@ class RelaySMTP(SmtpSession):
                 if key == "SIZE" and value.isdigit():
                     problem = self.channel.pipeline.check_size(int(value))
                     if problem:
-                        await self.push(smtp_reply(metrics.counted("smtp", problem)))
+                        await self.push(self.channel.answer(problem))
                         return
         await super().smtp_MAIL(arg)
 
@@ -323,14 +331,12 @@ class RelaySMTP(SmtpSession):
             if data is None:
                 too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
                 assert too_large is not None
-                result = metrics.counted("smtp", too_large)
+                result = too_large
             elif bare:
-                result = metrics.counted("smtp", Result(
-                    Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
-                    "send CRLF line endings", enhanced="5.6.11"))
+                result = Result(Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
+                                "send CRLF line endings", enhanced="5.6.11")
             elif b"\x00" in data:  # one memchr; a NUL is in no valid message (RFC 5322 2.3)
-                result = metrics.counted("smtp", Result(
-                    Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0"))
+                result = Result(Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0")
             else:
                 # (the idle timer runs only while the session waits for the client: a slow
                 # upstream does not trip it)
@@ -338,12 +344,12 @@ class RelaySMTP(SmtpSession):
                 # the session is cancelled when the client hangs up: once a send may be
                 # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
                 if isinstance(message, Result):  # X-Relay-Tags / X-Relay-Metadata malformed
-                    result = metrics.counted("smtp", message)
+                    result = message
                 else:
-                    result = await self.channel.pipeline.submit_detached(txn, message)
+                    result = await self.channel.pipeline.submit_detached(txn, message, self.channel.gone)
                 del message
             self.envelope = Envelope()
-            await self.push(smtp_reply(result))
+            await self.push(self.channel.answer(result))
         finally:
             self.in_data = False
         if self.channel.draining:
