@@ -65,6 +65,7 @@ class AdmitStatus(enum.StrEnum):
     IDEMPOTENCY_IN_FLIGHT = "IDEMPOTENCY_IN_FLIGHT"
     REPLAY = "REPLAY"  # the key was used before for the same message: answer as then
     SUPPRESSED = "suppressed"  # every recipient is on the suppression list: nothing sent or charged
+    KEY_DISABLED = "KEY_DISABLED"  # disabled after its call was counted (a leased call, rate_lease.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,16 @@ NO_EXTRAS = Extras()
 
 @dataclass(frozen=True, slots=True)
 class OpenResult:
-    """The answer of relay_open: wait this long (0: go), key still enabled, balance."""
+    """The answer of relay_lease: wait this long (0: go), key still enabled, balance; and the
+    calls granted (a lease: relay/rate_lease.py), of which database second, and how much of that
+    second was left when it was read."""
 
     retry_after: float
     enabled: bool
     credits: int
+    granted: int = 1
+    second: int = 0
+    seconds_left: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

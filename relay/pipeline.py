@@ -20,6 +20,7 @@ from relay.events.config import EventsConfig
 from relay.events.simulator import Simulator
 from relay.events.verp import deliver_each
 from relay.outcomes import Outcome, Result, reject
+from relay.rate_lease import RateLeases
 from relay.settle import settle
 from relay.store.store import Store
 from relay.upstream.base import Delivery, Upstream, Verdict
@@ -86,6 +87,8 @@ class Pipeline:
         self.key_secret = key_secret
         self.key_cache_seconds = key_cache_seconds
         self.simulator = Simulator(events or EventsConfig())
+        self.leases = RateLeases(store, default_limit=limits.calls_per_minute, max_lease=limits.rate_lease,
+                                 price=limits.credits_per_recipient)
         self.bounce_domain = bounce_domain  # set: VERP envelope senders (relay/events/verp.py)
         self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self.in_flight: set[asyncio.Task[Result]] = set()  # sends that outlive their caller
@@ -95,7 +98,7 @@ class Pipeline:
         self.settling: set[asyncio.Task[None]] = set()  # finalize retries after a database blip
 
     async def _principal(self, key_id: str, *, fresh: bool = False) -> Principal | None:
-        """A key's lookup, reused for key_cache_seconds (relay_open re-checks 'enabled' on every call)."""
+        """A key's lookup, reused for key_cache_seconds (the rate-limit call and the admit re-check 'enabled')."""
         now = time.monotonic()
         cached = self._principals.get(key_id)
         if not fresh and cached is not None and now - cached[0] < self.key_cache_seconds:
@@ -141,7 +144,7 @@ class Pipeline:
     async def open_call(self, principal: Principal, channel: str) -> Opened | Result:
         """Step 2: count the call against the key's rolling minute (and re-check the key is enabled)."""
         try:
-            opened = await self.store.open_call(principal.key_id, self.limits.calls_per_minute)
+            opened = await self.leases.open(principal.key_id)
         except TRANSIENT_ERRORS:
             log.exception("rate-limit call failed")
             return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
@@ -292,6 +295,8 @@ class Pipeline:
         if status is AdmitStatus.IDEMPOTENCY_IN_FLIGHT:
             return reject(Outcome.IDEMPOTENCY_IN_FLIGHT,
                           "a message with this Idempotency-Key is still being processed", retry_after=5)
+        if status is AdmitStatus.KEY_DISABLED:
+            return reject(Outcome.KEY_DISABLED, "this API key is disabled")
         if status is AdmitStatus.INSUFFICIENT_CREDITS:
             return reject(Outcome.INSUFFICIENT_CREDITS, f"insufficient credits: {admission.charged} needed")
         if status is AdmitStatus.INSUFFICIENT_FUNDS:

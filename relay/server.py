@@ -92,6 +92,7 @@ class RelayServer:
             ("recovery sweep", sweep_period, self._recover, True),
             ("retention cleanup", self.cfg.retention.cleanup_interval_seconds, self._clean, False),
             ("gauge refresh", 15.0, self.refresh_gauges, False),
+            ("rate-lease give-back", 1.0, self._give_back_leases, True),
             *([("dkim re-check", self.cfg.dkim.recheck_hours * 3600, self._recheck_domains, True)]
               if self.cfg.dkim.recheck_hours > 0 else []),
         ):
@@ -119,6 +120,10 @@ class RelayServer:
     async def _recover(self) -> None:
         """Resolve rows stranded by an instance that died (this one included, before a restart)."""
         await recover(self.store, self.cfg.server.recovery_after_seconds, self.pipeline.unsettled)
+
+    async def _give_back_leases(self) -> None:
+        """Unspent rate-limit calls of keys gone quiet go back to the shared window."""
+        await self.pipeline.leases.sweep()
 
     async def _recheck_domains(self) -> None:
         """Look pending DKIM selectors up again, so a published record takes effect unattended."""
@@ -153,6 +158,10 @@ class RelayServer:
             log.warning("shutdown: the grace ended with %d send(s) still relaying; a send whose outcome "
                         "is not recorded before the database closes stays 'sending' until the recovery "
                         "sweep fails and refunds it", len(self.pipeline.in_flight))
+        try:  # unspent rate-limit calls go back to the shared window (else they count for a second)
+            await self.pipeline.leases.sweep(everything=True)
+        except Exception:
+            log.warning("shutdown: unspent rate-limit leases could not be given back", exc_info=True)
         if self.webhook_worker is not None:  # POSTs in flight get what is left of the grace
             await self.webhook_worker.stop_and_wait(max(0.0, deadline - time.monotonic()))
         if self.pipeline.settling:

@@ -22,9 +22,15 @@ from relay.store.instance import LOCK_CLASS
 # errs on the side of allowing calls. A relay crash loses nothing. Money, the message log and
 # idempotency keys stay on synchronous commits (relay_admit, relay_finalize).
 OPEN_CALL_SQL = (
-    "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, relay_open($1, $2) AS o"
+    "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, relay_lease($1, $2, $3, $4, $5) AS o"
 )
 
+# the bucket of second $2 is at 61 - (second - $2) once the window was moved to `second`
+GIVE_BACK_SQL = (
+    "UPDATE rate_windows SET counts[61 - (second - $2)::integer] = "
+    "greatest(counts[61 - (second - $2)::integer] - $3, 0) "
+    "WHERE key_id = $1 AND second - $2 BETWEEN 0 AND 60"
+)
 FINALIZE_SQL = "SELECT relay_finalize($1, $2, $3, $4, $5, $6, $7)"
 # Lists inside a batch's arrays travel newline-joined (PostgreSQL arrays cannot be ragged); an
 # address never holds a line break (addresses.is_valid_address).
@@ -34,8 +40,9 @@ _SEP = "\n"
 # transaction (each call sees the rows the calls before it wrote: the balance, the rate window).
 OPEN_MANY_SQL = (
     "SELECT o.* FROM set_config('synchronous_commit', 'off', true) AS s, "
-    "unnest($1::text[], $2::integer[]) WITH ORDINALITY AS u(key_id, lim, n) "
-    "CROSS JOIN LATERAL relay_open(u.key_id, u.lim) AS o ORDER BY u.n"
+    "unnest($1::text[], $2::integer[], $3::integer[], $4::bigint[], $5::integer[]) "
+    "WITH ORDINALITY AS u(key_id, lim, want, back_second, back, n) "
+    "CROSS JOIN LATERAL relay_lease(u.key_id, u.lim, u.want, u.back_second, u.back) AS o ORDER BY u.n"
 )
 ADMIT_COLUMNS = "a.status, a.original_id, a.original_reply, a.charged, a.suppressed, a.reasons"
 # relay_admit_extras: tags, metadata and send_at onto the row just admitted, in the same statement
@@ -95,14 +102,18 @@ class _Admit:
 
 @dataclass(frozen=True, slots=True)
 class _Open:
-    """The arguments of one relay_open call."""
+    """The arguments of one relay_lease call."""
 
     key_id: str
     default_limit: int
+    want: int
+    back_second: int | None
+    back: int
 
 
 def _open_result(record: asyncpg.Record) -> OpenResult:
-    return OpenResult(float(record["retry_after"]), bool(record["enabled"]), int(record["credits"]))
+    return OpenResult(float(record["retry_after"]), bool(record["enabled"]), int(record["credits"]),
+                      int(record["granted"]), int(record["second"]), float(record["seconds_left"]))
 
 
 def _admission(record: asyncpg.Record) -> Admission:
@@ -139,20 +150,29 @@ class SendStore(StoreBase):
         return Principal(record["id"], bytes(record["digest"]), record["enabled"], record["account_id"], senders,
                          json.loads(record["suppressed"]))
 
-    async def open_call(self, key_id: str, default_limit: int) -> OpenResult:
+    async def open_call(self, key_id: str, default_limit: int, *, want: int = 1,
+                        back_second: int | None = None, back: int = 0) -> OpenResult:
         """Count a call against the key's rolling minute and read the balance (one round trip;
-        calls made while another is in flight share the next one, store/batch.py)."""
-        return await self.opener(_Open(key_id, default_limit))
+        calls made while another is in flight share the next one, store/batch.py). want > 1 asks
+        for a lease of that many calls of the current second; back gives back the unused calls of
+        an earlier lease of back_second first (relay/rate_lease.py)."""
+        return await self.opener(_Open(key_id, default_limit, want, back_second, back))
+
+    async def give_back_calls(self, key_id: str, second: int, calls: int) -> None:
+        """Take calls back out of second's bucket of the key's window (an instance's unspent lease,
+        relay/rate_lease.py); nothing when that second has left the window."""
+        await self.pool.execute(GIVE_BACK_SQL, key_id, second, calls)
 
     async def _open_one(self, o: _Open) -> OpenResult:
-        record = await self.pool.fetchrow(OPEN_CALL_SQL, o.key_id, o.default_limit)
+        record = await self.pool.fetchrow(OPEN_CALL_SQL, o.key_id, o.default_limit, o.want, o.back_second, o.back)
         assert record is not None
         return _open_result(record)
 
     async def _open_many(self, batch: Sequence[_Open]) -> list[OpenResult]:
         ordered, order = in_lock_order(batch, lambda o: o.key_id)
         records = await self.pool.fetch(OPEN_MANY_SQL, [o.key_id for o in ordered],
-                                        [o.default_limit for o in ordered])
+                                        [o.default_limit for o in ordered], [o.want for o in ordered],
+                                        [o.back_second for o in ordered], [o.back for o in ordered])
         return unsorted([_open_result(r) for r in records], order)
 
     async def admit(self, message_id: uuid.UUID, channel: str, key_id: str, account_id: int,

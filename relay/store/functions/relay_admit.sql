@@ -26,6 +26,14 @@ DECLARE
     v_reasons text[];
     v_cost    bigint;
 BEGIN
+    -- a key disabled after its call was counted (its call came from an instance's lease of the
+    -- current second, relay/rate_lease.py): disabling bites at once, before anything is written
+    PERFORM FROM api_keys k WHERE k.id = p_key_id AND k.enabled;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'KEY_DISABLED'::text, NULL::timestamptz, NULL::uuid, NULL::text, 0::bigint,
+                            NULL::text[], NULL::text[];
+        RETURN;
+    END IF;
     IF p_idem_key IS NOT NULL THEN
         DELETE FROM idempotency_keys
          WHERE account_id = p_account_id AND key = p_idem_key AND created_at < v_now - interval '24 hours';

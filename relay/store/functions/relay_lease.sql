@@ -1,7 +1,14 @@
--- relay_open: the current definition (re-applied by the migration runner after every migrate).
+-- relay_lease: the current definition (re-applied by the migration runner after every migrate).
+-- Counts calls against a key's rolling minute (61 one-second buckets) and reads the balance. It
+-- grants up to p_want calls of the current second at once (an instance's lease, spent in memory
+-- until that second ends: relay/rate_lease.py), never more than the window has room for, and
+-- first gives back p_back unused calls of an earlier lease of second p_back_second (when that
+-- second is still in the window). A plain call is a lease of one with nothing to give back.
 
-CREATE OR REPLACE FUNCTION relay_open(p_key_id text, p_default_limit integer)
-RETURNS TABLE (retry_after double precision, enabled boolean, credits bigint)
+CREATE OR REPLACE FUNCTION relay_lease(p_key_id text, p_default_limit integer, p_want integer,
+                                       p_back_second bigint, p_back integer)
+RETURNS TABLE (retry_after double precision, enabled boolean, credits bigint, granted integer,
+               second bigint, seconds_left double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now     timestamptz := clock_timestamp();
@@ -15,12 +22,13 @@ DECLARE
     v_shift   bigint;
     v_n       bigint;
     v_k       integer;
+    v_grant   integer;
 BEGIN
     SELECT coalesce(k.calls_per_minute, p_default_limit), k.enabled, k.account_id
       INTO v_limit, v_enabled, v_account
       FROM api_keys k WHERE k.id = p_key_id;
     IF NOT FOUND OR NOT v_enabled THEN
-        RETURN QUERY SELECT 0::double precision, coalesce(v_enabled, false), 0::bigint;
+        RETURN QUERY SELECT 0::double precision, coalesce(v_enabled, false), 0::bigint, 0, v_sec, 0::double precision;
         RETURN;
     END IF;
     SELECT w.second, w.counts INTO v_second, v_counts FROM rate_windows w WHERE w.key_id = p_key_id FOR UPDATE;
@@ -36,6 +44,10 @@ BEGIN
     ELSIF v_shift < 0 THEN
         v_sec := v_second;  -- another instance's clock is ahead: count in its newest second
     END IF;
+    IF p_back > 0 AND p_back_second IS NOT NULL AND v_sec - p_back_second BETWEEN 0 AND 60 THEN
+        v_k := 61 - (v_sec - p_back_second)::integer;
+        v_counts[v_k] := greatest(v_counts[v_k] - p_back, 0);
+    END IF;
     SELECT sum(c) INTO v_n FROM unnest(v_counts) AS c;
     IF v_n >= v_limit THEN
         -- the oldest seconds that must leave the window before another call fits
@@ -45,12 +57,16 @@ BEGIN
             v_n := v_n - v_counts[v_k];
         END LOOP;
         UPDATE rate_windows SET second = v_sec, counts = v_counts WHERE key_id = p_key_id;
-        RETURN QUERY SELECT greatest((v_sec + v_k) - v_epoch, 0.001)::double precision, true, 0::bigint;
+        RETURN QUERY SELECT greatest((v_sec + v_k) - v_epoch, 0.001)::double precision, true, 0::bigint, 0, v_sec,
+                            0::double precision;
         RETURN;
     END IF;
-    v_counts[61] := v_counts[61] + 1;
+    -- near the limit a lease takes at most half of what is left, so other instances still get calls
+    v_grant := least(greatest(p_want, 1), greatest(((v_limit - v_n) / 2)::integer, 1));
+    v_counts[61] := v_counts[61] + v_grant;
     UPDATE rate_windows SET second = v_sec, counts = v_counts WHERE key_id = p_key_id;
     UPDATE api_keys SET last_used_at = v_now WHERE id = p_key_id
        AND (last_used_at IS NULL OR last_used_at < v_now - interval '1 minute');
-    RETURN QUERY SELECT 0::double precision, true, a.credits FROM accounts a WHERE a.id = v_account;
+    RETURN QUERY SELECT 0::double precision, true, a.credits, v_grant, v_sec, (v_sec + 1) - v_epoch
+                   FROM accounts a WHERE a.id = v_account;
 END $$;
