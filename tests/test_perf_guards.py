@@ -40,7 +40,7 @@ async def test_only_the_rate_limit_call_commits_asynchronously(relay) -> None:
     async with relay.store.pool.acquire() as conn:
         await conn.execute("SET synchronous_commit = on")  # the test server itself runs with it off
         async with conn.transaction():
-            row = await conn.fetchrow(OPEN_CALL_SQL, t.key_id, 60)
+            row = await conn.fetchrow(OPEN_CALL_SQL, t.key_id, 60, 1, None, 0)  # a call, no lease
             assert row["enabled"] is True and row["credits"] == 100
             assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "off"
         # set_config(..., true) ends with the transaction: the connection's next user commits durably
