@@ -11,7 +11,7 @@ from relay import keys
 from relay.domain import OpenResult
 from relay.rate_lease import RateLeases
 from relay.store.store import Store
-from tests.conftest import KEY_SECRET
+from tests.conftest import KEY_SECRET, eventually, relay_config, start_relay
 from tests.smtp_helpers import Raw, message
 
 
@@ -139,3 +139,44 @@ async def test_a_key_disabled_while_its_lease_is_held_sends_nothing(relay) -> No
         raw.close()
     assert len(relay.peer.messages) == 2 and await relay.balance(t) == 8
     assert [r["status"] for r in await relay.store.logs()] == ["sent", "sent"]
+
+
+async def _two_sends(live, t) -> None:
+    """Two messages on one connection: leases of one, then two, so one call is left unspent."""
+    raw = await Raw.open(live.port)
+    try:
+        assert (await raw.auth(t.key)).startswith("235")
+        for _ in range(2):
+            assert (await raw.cmd(f"MAIL FROM:<{t.sender}>")).startswith("250")
+            assert (await raw.cmd("RCPT TO:<a@dest.test>")).startswith("250")
+            assert (await raw.cmd("DATA")).startswith("354")
+            assert (await raw.cmd(message(t.sender) + b".\r\n")).startswith("250")
+    finally:
+        raw.close()
+
+
+async def test_a_quiet_keys_unspent_calls_go_back_within_seconds(relay) -> None:
+    """The server's give-back loop returns what a lease did not spend once its second is over."""
+    t = await relay.tenant(credits=10)
+    frozen = True
+    relay.server.pipeline.leases.clock = lambda: 0.0 if frozen else 1e9
+    await _two_sends(relay, t)
+    assert await _window(relay.store, t.key_id) == 3  # a call, then a lease of 2 with one left
+    frozen = False  # every lease's second is over now
+
+    async def given_back() -> bool:
+        return await _window(relay.store, t.key_id) == 2
+
+    await eventually(given_back, timeout=5, what="the unspent call given back")
+
+
+async def test_unspent_calls_go_back_at_shutdown(db_dsn, store, peer) -> None:
+    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+    t = await live.tenant(credits=10)
+    live.server.pipeline.leases.clock = _frozen
+    try:
+        await _two_sends(live, t)
+        assert await _window(store, t.key_id) == 3
+    finally:
+        await live.server.stop(grace=1)
+    assert await _window(store, t.key_id) == 2
