@@ -285,8 +285,9 @@ def test_pipelining_works_on_uvloop_the_servers_loop() -> None:
 async def test_the_deadline_counts_the_wait_for_a_free_connection(peer: Peer) -> None:
     """With every pooled connection busy on a stalled upstream, a waiting send gives up at the
     deadline like any other: the recovery sweep's margin over the timeout relies on it."""
-    peer.handler.data_delay = 3.0
-    upstream = SmtpUpstream(peer.url, timeout=1, pool_size=1)
+    peer.handler.data_delay = 6.0
+    timeout = 2.0  # long enough that a loaded machine's delays stay well inside the margin below
+    upstream = SmtpUpstream(peer.url, timeout=timeout, pool_size=1)
     loop = asyncio.get_running_loop()
 
     async def timed(recipient: str) -> tuple[Verdict, float]:
@@ -297,7 +298,8 @@ async def test_the_deadline_counts_the_wait_for_a_free_connection(peer: Peer) ->
     try:
         (first, _), (second, waited) = await asyncio.gather(timed("a@example.net"), timed("b@example.net"))
         assert first is second is Verdict.TRANSIENT
-        assert waited < 1.5  # its own second, not the first send's second and then one more
+        # its own timeout, not the first send's and then one more (that would be 2 x timeout)
+        assert waited < 1.5 * timeout
     finally:
         await upstream.close()
 
