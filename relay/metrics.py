@@ -27,7 +27,7 @@ QUEUE_DEPTH = Gauge("relay_queue_depth", "Messages queued over a daily cap, wait
 def counted(channel: str, result: Result) -> Result:
     """Count a submission's result in relay_messages_total.
 
-    Called in one place per channel: where it answers a submission (SmtpHandler.answer, Api.answer),
+    Called in one place per channel: where it answers a submission (SmtpHandler.answer, Api.count),
     whoever decided the outcome; a send whose client hung up is counted when it ends (the `gone`
     of Pipeline.submit_detached). The pipeline itself counts nothing, so nothing is counted twice
     and a new refusal cannot go uncounted."""
