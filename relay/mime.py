@@ -158,12 +158,14 @@ _B64_BLOCK_IN = 57 * 2048  # payload bytes encoded per step: 2048 whole lines (a
 def _param_header(name: str, value: str, param: str, filename: str) -> str:
     """A Content-Type/Content-Disposition line with a filename parameter; a non-ASCII or long name is
     written by the email package (RFC 2231 encoding and continuations)."""
+    # escaped for the quoted-string either way: a quote in the name must not end it early (and
+    # add parameters of its own) in the email package's rendering either
+    quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
     if filename.isascii() and filename.isprintable():
-        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
         line = f'{value}; {param}="{quoted}"'
         if _fits(name, line):
             return f"{name}: {line}\r\n"
-    return _rendered(name, f'{value}; {param}="{filename}"')
+    return _rendered(name, f'{value}; {param}="{quoted}"')
 
 
 class _Base64:

@@ -50,6 +50,23 @@ def files(message: EmailMessage) -> dict[str, tuple[str, bytes, str | None, str]
 # -- attachments ----------------------------------------------------------------------------------
 
 
+async def test_a_quote_in_a_filename_stays_in_the_name(relay) -> None:
+    """A quote ends no quoted-string early: the name arrives whole and adds no parameter of its own."""
+    t = await relay.tenant(credits=10)
+    names = ['Rechnung "März".pdf', 'é"; name="evil.exe', 'plain "quoted".txt']  # (a backslash is a path)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, attachments=[
+            {"filename": n, "content": b64(n.encode())} for n in names]))
+        assert r.status_code == 200, r.text
+    [got] = relay.peer.messages
+    found = files(parsed(got.data))
+    assert sorted(found) == sorted(names)
+    for n in names:
+        assert found[n][1] == n.encode()
+    leaves = [p for p in parsed(got.data).walk() if p.get_filename() is not None]
+    assert all(set(p["Content-Type"].params) <= {"name", "charset"} for p in leaves)
+
+
 async def test_attachments_arrive_byte_for_byte(relay) -> None:
     t = await relay.tenant(credits=10)
     binary = os.urandom(300_000) + b"\x00\r\n.\r\n\xff" * 50  # any bytes, an SMTP end marker included
