@@ -108,6 +108,19 @@ async def test_internationalized_addresses_over_http(db_dsn, store, peer, tmp_pa
         assert "To: 用户@例子.广告".encode() in message
 
 
+async def test_a_utf8_reply_to_alone_asks_for_smtputf8(db_dsn, store, peer, tmp_path) -> None:
+    """The envelope is ASCII, but the Reply-To header goes out in UTF-8: the upstream must be told."""
+    async with relay_to_maildir(db_dsn, store, peer, tmp_path) as (live, upstream):
+        t = await live.tenant()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.server.port('http')}") as http:
+            r = await http.post("/v1/send", headers={"Authorization": f"Bearer {t.key}"}, json={
+                "from": t.sender, "to": ["a@dest.test"], "reply_to": "Jürgen <jürgen@bücher.example>",
+                "subject": "hi", "text": "hallo"})
+        assert r.status_code == 200, r.text
+        assert upstream.flags == [{"body_8bit": None, "smtputf8": True}]
+        assert "jürgen@".encode() in stored(tmp_path)[0]  # written in UTF-8 (RFC 6532)
+
+
 async def test_upstream_without_smtputf8_is_553_5_6_7_and_refunded(relay: LiveRelay) -> None:
     # what the SMTP upstream answers for an internationalized message it cannot pass on
     relay.peer.handler.mail_reply = "553 5.6.7 SMTPUTF8 is required but was not offered"

@@ -45,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from relay import compose, hygiene, metrics, openapi, parity, resend_compat
-from relay.addresses import addresses_in_text
+from relay.addresses import addresses_in_text, needs_smtputf8
 from relay.channels.base import Endpoint, ServerContext
 from relay.channels.http_guard import Guard, GuardedProtocol, GuardMiddleware
 from relay.config import parse_listen
@@ -347,7 +347,9 @@ class Api:
             fingerprint = compose.fingerprint(send)
         return txn, Message(recipients=send.recipients, from_addresses=(send.sender.address,), data=data,
                             from_display_addresses=addresses_in_text(send.sender.name),
-                            smtputf8=not all(a.isascii() for a in (send.sender.address, *send.recipients)),
+                            # a UTF-8 Reply-To is written in UTF-8 too (RFC 6532): it needs SMTPUTF8
+                            smtputf8=any(needs_smtputf8(a) for a in (send.sender.address, *send.recipients,
+                                                                     *(box.address for box in send.reply_to))),
                             has_body=send.has_body, size=send.size, idempotency_key=key, subject=send.subject,
                             fingerprint=fingerprint, extras=compose.extras(send))
 
