@@ -264,11 +264,21 @@ async def test_per_host_limit() -> None:
 async def test_ssrf_refused_before_connecting() -> None:
     async with serve_target() as target, HttpClient(STRICT) as client:
         for url in (target.url("/status/200"), target.url("/status/200", host="localhost"),
-                    f"http://[::ffff:127.0.0.1]:{target.port}/status/200"):
+                    f"http://[::ffff:127.0.0.1]:{target.port}/status/200",
+                    # forms only inet_aton reads (some aiohttp versions connect to them unresolved)
+                    *(f"http://{host}:{target.port}/status/200" for host in ("2130706433", "127.1", "0177.0.0.1"))):
             result = await client.post(url, b"x", {}, timeout=5)
             assert (result.status, result.error) == (0, ErrorKind.REFUSED_BY_SSRF), (url, result)
             assert "loopback" in result.detail
         assert target.received == []
+
+
+def test_every_ipv4_spelling_the_c_library_reads_is_checked() -> None:
+    """The guard itself, whatever the HTTP client does with such a host: refused as the address it is."""
+    for host in ("2130706433", "127.1", "0177.0.0.1", "0x7f.1"):
+        with pytest.raises(ssrf.TargetRefused, match="loopback"):
+            ssrf.check_address(host, STRICT)
+    ssrf.check_address("example.com", STRICT)  # a name is for the resolver to check
 
 
 async def test_ssrf_checked_again_on_each_redirect_hop() -> None:

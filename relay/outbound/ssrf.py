@@ -8,8 +8,10 @@ connects to exactly those addresses (its resolver is `resolve_checked`), so a se
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,6 +28,9 @@ _EXTRA_REFUSED_V4 = tuple(ipaddress.IPv4Network(net) for net in (
 _EXTRA_REFUSED_V6 = tuple(ipaddress.IPv6Network(net) for net in (
     "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "fec0::/10",
 ))
+
+
+_DNS_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay-target-dns")
 
 
 class TargetRefused(RelayError):
@@ -109,9 +114,19 @@ def ip_literal(host: str) -> IPAddress | None:
         return None
 
 
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address of an inet_aton-only IPv4 form ('2130706433', '127.1', '0177.0.0.1'), which some
+    HTTP client versions treat as an IP literal and connect to without asking the resolver."""
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
+
+
 def check_address(host: str, policy: Policy) -> None:
-    """Refuse an IP literal the policy does not allow; does nothing for a host name."""
-    address = ip_literal(host)
+    """Refuse an IP literal (in any form the C library reads as one) the policy does not allow; does
+    nothing for a host name."""
+    address = ip_literal(host) or _legacy_ipv4(host)
     if address is None:
         return
     reason = policy.refusal(address)
@@ -129,7 +144,11 @@ async def resolve_checked(host: str, port: int, policy: Policy,
         return [CheckedAddress(str(literal), port, family)]
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        # in threads of their own: a tenant's slow DNS must not hold the loop's shared pool, which
+        # the upstream's own lookups and the send path's thread work use (the caller's deadline
+        # bounds the wait; a lookup past it finishes in its thread and is dropped)
+        infos = await loop.run_in_executor(_DNS_THREADS, functools.partial(
+            socket.getaddrinfo, host, port, family, socket.SOCK_STREAM))
     except (socket.gaierror, UnicodeError) as error:
         raise TargetRefused(f"{host} does not resolve: {error}") from None
     found: list[CheckedAddress] = []
