@@ -501,3 +501,18 @@ async def test_auth_while_the_database_is_down_is_451_and_no_strike(relay, pg) -
             raw.close()
     reply = await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
     assert reply.code == 250 and len(relay.peer.messages) == 1 and await relay.balance(t) == 9
+
+
+async def test_an_upstream_reply_with_a_nul_is_recorded_and_refunded(relay) -> None:
+    """A NUL in the upstream's reply cannot be stored as text: it is dropped at the boundary, so the
+    outcome lands (failed, refunded) instead of retrying for ever, and the client hears no NUL."""
+    t = await relay.tenant(credits=10)
+    relay.peer.handler.data_reply = "550 5.1.1 no\x00such user"
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        await send(relay.port, t.key, t.sender, ["a@dest.test"], message(t.sender))
+    assert caught.value.code == 550 and "\x00" not in caught.value.message
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert (row["status"], row["credits_refunded"]) == ("failed", 1)
+    assert row["upstream_reply"] == "550 5.1.1 no such user"
+    assert relay.peer.messages == [] and relay.server.pipeline.unsettled == set()

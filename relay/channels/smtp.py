@@ -60,7 +60,7 @@ _MAX_REPLY_TEXT = 400
 
 def _clean(text: str) -> str:
     """Reply text: one line, printable ASCII, bounded."""
-    flat = " ".join(text.split())
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return flat.encode("ascii", "replace").decode()[:_MAX_REPLY_TEXT]
 
 
