@@ -502,6 +502,18 @@ async def test_scheduled_send_retried_by_the_queue_rules(relay) -> None:
     assert len(relay.peer.messages) == 1 and await relay.balance(t) == 9
 
 
+async def test_a_scheduled_messages_queued_event_says_when_it_is_due(relay) -> None:
+    t = await relay.tenant(credits=10)
+    send_at = (datetime.now(UTC) + timedelta(hours=50)).replace(microsecond=0)
+    async with serve_api(relay) as api:
+        r = await api.send(t.key, body_for(t, send_at=send_at.isoformat()))
+        assert r.status_code == 202, r.text
+        row = (await api.get(f"/v1/messages/{r.json()['messageId']}", t.key)).json()
+    [event] = row["events"]
+    assert event["type"] == "email.queued"
+    assert datetime.fromisoformat(event["data"]["deliverAfter"]) == send_at
+
+
 async def test_tags_and_metadata_travel_in_events(relay) -> None:
     from relay.events.payload import webhook_body
 

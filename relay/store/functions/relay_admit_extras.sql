@@ -21,9 +21,12 @@ BEGIN
         RETURN false;
     END IF;
     -- events relay_admit wrote before this call (email.queued, email.suppressed) carry them too
+    -- (and a scheduled message's email.queued says when it is due: its send_at, not the cap's midnight)
     UPDATE events
        SET data = data || CASE WHEN p_tags IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('tags', p_tags) END
                        || CASE WHEN p_metadata IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('metadata', p_metadata) END
+                       || CASE WHEN p_send_at IS NOT NULL AND type = 'email.queued'
+                               THEN jsonb_build_object('deliverAfter', p_send_at) ELSE '{}'::jsonb END
      WHERE message_id = p_id;
     IF p_send_at IS NOT NULL THEN  -- a repeat of the request answers 'scheduled', not 'queued'
         UPDATE idempotency_keys SET outcome = 'SCHEDULED' WHERE message_id = p_id;
