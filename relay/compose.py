@@ -335,3 +335,18 @@ def compose(request: SendRequest, *, hostname: str, received: str | None = None,
         return mime.message_with_attachments(headers, text=request.text, html=request.html,
                                              attachments=request.attachments)
     return mime.message(headers, text=request.text, html=request.html)
+
+
+def doc_size(doc: object) -> int:
+    """About how many characters of content a decoded send body (or a list of them) holds: what
+    decides whether the work on it runs inline or in a worker thread (channels/http.py _cpu)."""
+    if isinstance(doc, list):
+        return sum(doc_size(item) for item in doc)
+    if not isinstance(doc, dict):
+        return 0
+    size = sum(len(v) for k in ("html", "text") if isinstance(v := doc.get(k), str))
+    attachments = doc.get("attachments")
+    if isinstance(attachments, list):
+        size += sum(len(a["content"]) for a in attachments
+                    if isinstance(a, dict) and isinstance(a.get("content"), str | list))
+    return size

@@ -79,7 +79,7 @@ async def prepare_batch(api: Api, opened: Opened, doc: object, request: Request,
     if key is not None and not (1 <= len(key) <= MAX_BATCH_KEY and key.isascii() and key.isprintable()):
         return reject(Outcome.INVALID,
                       f"Idempotency-Key of a batch must be 1-{MAX_BATCH_KEY} printable ASCII characters")
-    fingerprint = batch_fingerprint(doc) if key is not None else None
+    fingerprint = await api.cpu(compose.doc_size(doc), batch_fingerprint, doc) if key is not None else None
     prepared = Prepared([None] * len(doc), [], key)
     for i, item in enumerate(doc):
         if not isinstance(item, dict):
@@ -129,8 +129,8 @@ async def read_batch(api: Api, request: Request,
     body = await api.read_body(request, held)
     if body is None:
         return Refused(reject(Outcome.TOO_LARGE, "the request body is over the size limit"), unread=True)
-    try:
-        return opened, compose.decode_json(body)
+    try:  # up to body_limit (tens of MB): decoded in a worker thread when big, as /v1/send does
+        return opened, await api.cpu(len(body), compose.decode_json, body)
     except compose.RequestError as exc:
         return Refused(reject(Outcome.INVALID, str(exc)), unread=False)
 

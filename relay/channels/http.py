@@ -188,6 +188,7 @@ async def _cpu(size: int, work: Callable[..., Any], *args: Any, **kwargs: Any) -
     return await asyncio.to_thread(work, *args, **kwargs)
 
 
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -220,6 +221,11 @@ class Api:
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
         self.max_body = body_limit(max_message_bytes)
+
+    @staticmethod
+    async def cpu(size: int, work: Callable[..., Any], *args: Any) -> Any:
+        """CPU-bound work of a feature route: inline when size is small, else in a worker thread."""
+        return await _cpu(size, work, *args)
 
     def reply(self, result: Result) -> JSONResponse:
         """The response for a result, not counted (feature routes that submit nothing)."""
@@ -335,7 +341,7 @@ class Api:
                       fingerprint: bytes | None = None) -> tuple[Transaction, Message] | Result:
         """Steps 3-4 on a decoded send body and the composed message (for feature routes too: a batch
         gives each of its messages a key and fingerprint of its own); a Result when refused."""
-        send = self._content(doc)
+        send = await _cpu(compose.doc_size(doc), self._content, doc)  # attachments are base64-decoded here
         if isinstance(send, Result):
             return send
         txn = self.pipeline.authorize(opened, send.sender.address)  # the sender (3), the pre-flight (5)
