@@ -50,6 +50,9 @@ async def test_batch_responses(relay: LiveRelay, http: httpx.AsyncClient, db_dsn
 
     assert (await batch([body_for(t), body_for(t, to="b@dest.test")])).status_code == 200
     assert (await batch([body_for(t), body_for(t, to="bad")])).status_code == 207
+    # a suppressed recipient is listed with the entry; all of them suppressed: status suppressed
+    sim = "suppressed@simulator.invalid"
+    assert (await batch([body_for(t, to=["a@dest.test", sim]), body_for(t, to=sim)])).status_code == 200
     assert (await batch([])).status_code == 400
     assert (await batch([body_for(t)], None)).status_code == 401
     assert (await batch([body_for(t)], "rk_000000000000_nope")).status_code == 401
