@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -100,9 +101,9 @@ class Pipeline:
     async def _principal(self, key_id: str, *, fresh: bool = False) -> Principal | None:
         """A key's lookup, reused for key_cache_seconds (the rate-limit call and the admit re-check 'enabled')."""
         now = time.monotonic()
-        cached = self._principals.get(key_id)
-        if not fresh and cached is not None and now - cached[0] < self.key_cache_seconds:
-            return cached[1]
+        cached = None if fresh else self._cached(key_id, now)
+        if cached is not None:
+            return cached
         principal = await self.store.load_principal(key_id)
         if principal is not None and self.key_cache_seconds > 0:
             self._principals[key_id] = (now, principal)
@@ -110,6 +111,11 @@ class Pipeline:
             while len(self._principals) > _KEY_CACHE_SIZE:
                 self._principals.popitem(last=False)
         return principal
+
+    def _cached(self, key_id: str, now: float) -> Principal | None:
+        """The key's lookup when the cache has one younger than key_cache_seconds."""
+        cached = self._principals.get(key_id)
+        return cached[1] if cached is not None and now - cached[0] < self.key_cache_seconds else None
 
     def forget_account(self, account_id: int) -> None:
         """Drop cached lookups of an account's keys (its suppression list changed in this process)."""
@@ -170,12 +176,18 @@ class Pipeline:
     async def begin(self, principal: Principal, mail_from: str, channel: str) -> Transaction | Result:
         """Steps 2 and 3 (sender) together, as SMTP's MAIL FROM needs them. The key's lookup (senders,
         suppression list) is refreshed when older than key_cache_seconds: a connection outlives it."""
-        try:
-            principal = await self._principal(principal.key_id) or principal
-        except TRANSIENT_ERRORS:
-            log.exception("key lookup failed")
-            return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
-        opened = await self.open_call(principal, channel)
+        cached = self._cached(principal.key_id, time.monotonic())
+        # a stale lookup is reloaded beside the rate-limit call, not before it (one wait, not two)
+        lookup = None if cached else asyncio.ensure_future(self._principal(principal.key_id))
+        opened = await self.open_call(cached or principal, channel)
+        if lookup is not None:
+            try:
+                fresh = await lookup
+            except TRANSIENT_ERRORS:
+                log.exception("key lookup failed")
+                return reject(Outcome.TEMPORARY, "temporary failure, try again later", retry_after=5)
+            if fresh is not None and isinstance(opened, Opened):
+                opened = dataclasses.replace(opened, principal=fresh)
         if isinstance(opened, Result):
             return opened
         return self.authorize(opened, mail_from)

@@ -516,3 +516,23 @@ async def test_an_upstream_reply_with_a_nul_is_recorded_and_refunded(relay) -> N
     assert (row["status"], row["credits_refunded"]) == ("failed", 1)
     assert row["upstream_reply"] == "550 5.1.1 no such user"
     assert relay.peer.messages == [] and relay.server.pipeline.unsettled == set()
+
+
+async def test_a_long_connection_sees_a_sender_added_once_the_key_cache_is_stale(relay) -> None:
+    """MAIL FROM reloads the key's lookup (senders, suppressions) beside the rate-limit call once the
+    cache is older than server.key_cache_seconds: a connection outlives the cache."""
+    t = await relay.tenant()
+    raw = await Raw.open(relay.port)
+    try:
+        assert (await raw.auth(t.key)).startswith("235")
+        assert (await raw.cmd("MAIL FROM:<news@example.org>")).startswith("550")  # not authorized yet
+        await relay.store.add_sender(t.account_id, "news@example.org", None)
+
+        async def authorized() -> bool:
+            await raw.cmd("RSET")
+            return (await raw.cmd("MAIL FROM:<news@example.org>")).startswith("250")
+
+        await eventually(authorized, timeout=relay.cfg.server.key_cache_seconds + 5, interval=0.2)
+    finally:
+        raw.close()
+    await assert_untouched(relay, t, 100)
