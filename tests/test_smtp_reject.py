@@ -536,3 +536,19 @@ async def test_a_long_connection_sees_a_sender_added_once_the_key_cache_is_stale
     finally:
         raw.close()
     await assert_untouched(relay, t, 100)
+
+
+async def test_every_recipient_suppressed_after_rcpt_is_550_at_data_and_free(relay) -> None:
+    """The list changed between RCPT TO and DATA: relay_admit sees it, nothing leaves, nothing is charged."""
+    t = await relay.tenant(credits=10)
+    raw = await Raw.open(relay.port)
+    try:
+        await raw.begin_data(t.key, t.sender, "gone@dest.test")  # RCPT accepted: not on the list yet
+        await relay.store.add_suppression(t.account_id, "gone@dest.test", "manual")
+        reply = await raw.cmd(message(t.sender) + b".\r\n")
+    finally:
+        raw.close()
+    assert reply.startswith("550 5.1.1") and "nothing was sent or charged" in reply
+    await assert_untouched(relay, t, 10)
+    [row] = await relay.store.logs()
+    assert (row["status"], row["credits_charged"]) == ("suppressed", 0)
