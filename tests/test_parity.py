@@ -536,3 +536,25 @@ async def test_tags_and_metadata_travel_in_events(relay) -> None:
     [event] = await relay.store.events(uuid.UUID(sent.json()["messageId"]))
     body = json.loads(webhook_body(event))  # what a webhook endpoint receives
     assert body["data"]["tags"] == {"kind": "invoice"} and body["data"]["metadata"] == metadata
+
+
+async def test_batch_refusals_send_and_charge_nothing(relay, pg) -> None:
+    """Refused before any message is admitted (429, 400 for the batch's key, 503): nothing leaves,
+    no credit moves."""
+    from tests.conftest import database_unreachable
+
+    limited, t = await relay.tenant(credits=10, rate=1), await relay.tenant(credits=10)
+    async with serve_api(relay) as api:
+        async def batch(tenant: Any, **headers: str) -> Any:
+            return await api.client.post("/v1/send/batch", content=json.dumps([body_for(tenant)]).encode(),
+                                         headers={"Authorization": f"Bearer {tenant.key}", **headers})
+
+        assert_failure(await api.client.post("/v1/send/batch", content=b"[]",
+                                             headers={"Authorization": f"Bearer {limited.key}"}), 400, "INVALID")
+        assert_failure(await batch(limited), 429, "RATE_LIMITED")  # the call above was the minute's one
+        assert_failure(await batch(t, **{"Idempotency-Key": "k" * 300}), 400, "INVALID")
+        async with database_unreachable(relay, pg.admin_dsn):
+            assert_failure(await batch(t), 503, "TEMPORARY")
+    await assert_untouched(relay, limited, 10)
+    await assert_untouched(relay, t, 10)
+    assert await relay.store.logs() == []
