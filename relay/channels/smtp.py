@@ -18,7 +18,6 @@ from relay import hygiene, metrics, tlslog
 from relay import tags as relay_tags
 from relay.addresses import needs_smtputf8
 from relay.channels.base import Endpoint, ServerContext
-from relay.channels.proxy_protocol import ProxyData
 from relay.channels.smtp_data import DataTimeout, read_data
 from relay.channels.smtp_session import Envelope, Session, SmtpSession
 from relay.config import parse_listen
@@ -101,16 +100,6 @@ class SmtpHandler:
         self.answer(result)
 
     # hooks the sessions call -----------------------------------------------------------------
-
-    async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
-                          responses: list[str]) -> list[str]:
-        """The EHLO lines (PIPELINING included: commands are read from a buffer, RFC 2920)."""
-        return responses
-
-    async def handle_PROXY(self, server: RelaySMTP, session: Session, envelope: Envelope,
-                           proxy_data: ProxyData) -> bool:
-        """smtp.proxy_protocol: accept a well-formed PROXY header (the balancer is trusted by config)."""
-        return proxy_data.src_addr is not None
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -207,14 +196,6 @@ class RelaySMTP(SmtpSession):
         return TEMPORARY_REPLY
 
     # the handler's hooks -----------------------------------------------------------------------
-
-    async def accept_proxy(self, data: ProxyData) -> bool:
-        """The handler decides whether a proxied connection is served."""
-        return await self.channel.handle_PROXY(self, self.session, self.envelope, data)
-
-    async def on_ehlo(self, hostname: str, lines: list[str]) -> list[str]:
-        """The handler's EHLO lines."""
-        return await self.channel.handle_EHLO(self, self.session, self.envelope, hostname, lines)
 
     async def on_mail(self, address: str, options: list[str]) -> str:
         """The handler's MAIL FROM."""
