@@ -5,13 +5,13 @@ Three targets, alternating within each round, each its own `relay serve` on its 
 one embedded PostgreSQL, all relaying to one SMTP sink (bench/smtp_bench.py's load generator,
 sink and account setup):
 
-  * "before events": relay at --baseline-ref (default: main), checked out into a temporary
+  * "before events": relay at --baseline-ref (default: 5fc767c, before events), checked out into a temporary
     worktree: no recipients rows, no events;
   * "events": this tree, an account without webhook endpoints (events written, nothing to deliver);
   * "events + webhook": this tree, an account with one endpoint, a local receiver (uvicorn) answering
     200; after each run the script waits for the outbox to drain and reports deliveries/s.
 
-    python bench/events_bench.py [--clients 10] [--seconds 10] [--rounds 2] [--baseline-ref main]
+    python bench/events_bench.py [--clients 10] [--seconds 10] [--rounds 2] [--baseline-ref 5fc767c]
 
 Needs git and the PostgreSQL server binaries. Sends only to 127.0.0.1.
 """
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--baseline-ref", default="main")
+    parser.add_argument("--baseline-ref", default="5fc767c")  # the last commit before events
     parser.add_argument("--child", choices=["sink", "receiver", "prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)

@@ -48,9 +48,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-DEV_INBOUND_LISTEN = "127.0.0.1:2526"
-
-
 def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     """`relay dev`'s local settings on top of the loaded config.
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class DashboardConfig:
     """The web dashboard's listener, sessions and login throttling."""
 
-    listen: str = ""  # host:port; empty: no dashboard (config.example.toml turns it on, on loopback)
+    listen: str = ""  # host:port; empty: no dashboard (`relay dev` turns it on, on loopback)
     tls_cert: str = ""
     tls_key: str = ""
     secure_cookies: bool = False  # mark cookies Secure without TLS here (HTTPS terminated by a proxy in front)

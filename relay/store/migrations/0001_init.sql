@@ -91,7 +91,7 @@ CREATE TABLE sender_day_counts (
 
 -- Step 2 and the early part of step 5: count a call against the key's rolling minute
 -- and read the balance. Returns the seconds to wait (0: allowed), the key's state and the balance.
--- relay_open: defined in relay/store/functions/relay_open.sql
+-- relay_open: replaced by relay_lease (relay/store/functions/relay_lease.sql; 0013 drops it)
 
 -- Steps 5-7 plus the write-ahead row, in one round trip: pre-flight balance, atomic debit,
 -- daily cap, message row and ledger entry. Status is INSUFFICIENT_CREDITS, INSUFFICIENT_FUNDS,

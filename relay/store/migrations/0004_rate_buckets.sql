@@ -11,4 +11,4 @@ CREATE TABLE rate_windows (
     counts  integer[] NOT NULL DEFAULT array_fill(0, ARRAY[61])  -- counts[1] is 60 s before it
 );
 
--- relay_open: defined in relay/store/functions/relay_open.sql
+-- relay_open: replaced by relay_lease (relay/store/functions/relay_lease.sql; 0013 drops it)
