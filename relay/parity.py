@@ -174,15 +174,12 @@ async def cancel(api: Api, request: Request) -> Response:
     try:
         message_id = uuid.UUID(request.path_params["message_id"])
     except ValueError:
-        return _failure(404, "no such message", "NOT_FOUND")
+        return api.failure(404, "no such message", "NOT_FOUND")
     if await api.store.cancel_scheduled(message_id, principal.account_id):
         return JSONResponse({"ok": True, "messageId": str(message_id), "status": "cancelled"})
     row = await api.store.message(message_id)
     if row is None or row["account_id"] != principal.account_id:
-        return _failure(404, "no such message", "NOT_FOUND")
+        return api.failure(404, "no such message", "NOT_FOUND")
     shown = public_fields(row).get("status", row["status"])
-    return _failure(409, f"only a scheduled message can be cancelled; this one is {shown}", "NOT_CANCELLABLE")
+    return api.failure(409, f"only a scheduled message can be cancelled; this one is {shown}", "NOT_CANCELLABLE")
 
-
-def _failure(status: int, error: str, code: str) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": error, "code": code}, status_code=status)

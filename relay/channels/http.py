@@ -222,6 +222,8 @@ class Api:
         self.max_message_bytes = max_message_bytes
         self.max_body = body_limit(max_message_bytes)
 
+    failure = staticmethod(failure)  # the failure envelope, for feature routes (they cannot import us)
+
     @staticmethod
     async def cpu(size: int, work: Callable[..., Any], *args: Any) -> Any:
         """CPU-bound work of a feature route: inline when size is small, else in a worker thread."""
