@@ -49,9 +49,8 @@ def public_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 def reply_body(api: Api, result: Result) -> tuple[int, dict[str, Any]]:
     """A single send's status and body for a result (one entry of a batch), counted."""
-    response = api.answer(result)
-    body: dict[str, Any] = json.loads(bytes(response.body))
-    return response.status_code, body
+    status, body, _ = api.parts(api.count(result))
+    return status, body
 
 
 def batch_fingerprint(doc: list[Any]) -> bytes:

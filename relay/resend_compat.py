@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -63,14 +62,19 @@ def _error(status: int, name: str, message: str, headers: dict[str, str] | None 
 def error_reply(api: Api, result: Result) -> JSONResponse:
     """A refused or failed send in Resend's error shape; relay's own wording as the message (not
     counted here: the routes count what they answer)."""
+    status, name, message, headers = _error_parts(api, result)
+    return _error(status, name, message, headers or None)
+
+
+def _error_parts(api: Api, result: Result) -> tuple[int, str, str, dict[str, str]]:
+    """Resend's status and error name for a result, relay's wording, and the headers to keep."""
     status, name = RESEND_ERRORS[result.outcome]
     if name == "validation_error" and _MISSING.search(result.reason):
         name = "missing_required_field"
-    relay_reply = api.reply(result)
-    message = json.loads(bytes(relay_reply.body)).get("error", result.outcome.value)
+    _, body, relay_headers = api.parts(result)
     # Retry-After on 429 only, where Resend sends it (rate limits)
-    headers = {k: v for k, v in relay_reply.headers.items() if k.lower() == "retry-after" and status == 429}
-    return _error(status, name, message, headers or None)
+    headers = {k: v for k, v in relay_headers.items() if k.lower() == "retry-after" and status == 429}
+    return status, name, str(body.get("error", result.outcome.value)), headers
 
 
 def refused(api: Api, refused: parity.Refused) -> Response:
@@ -162,7 +166,7 @@ def routes(api: Api) -> list[Route]:
         if isinstance(sent, Result):
             return error_reply(api, sent)
         data = [{"id": r.message_id} for r in sent if r.outcome.accepted]
-        errors = [{"index": i, "message": json.loads(bytes(error_reply(api, r).body))["message"]}
+        errors = [{"index": i, "message": _error_parts(api, r)[2]}
                   for i, r in enumerate(sent) if not r.outcome.accepted]
         return JSONResponse({"data": data, "errors": errors} if errors or not strict else {"data": data})
 

@@ -138,6 +138,12 @@ def failure(status: int, error: str, code: str, headers: dict[str, str] | None =
 
 def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
     """The response for a pipeline result."""
+    status, body, headers = reply_parts(result, max_message_bytes=max_message_bytes)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def reply_parts(result: Result, *, max_message_bytes: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers of the response for a pipeline result (HTTP_REPLIES)."""
     status, template = HTTP_REPLIES[result.outcome]
     # a repeated Idempotency-Key: the first submission's answer again (Stripe's header name)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
@@ -145,7 +151,7 @@ def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
         accepted: dict[str, Any] = {"ok": True, "messageId": result.message_id, "status": result.outcome.value.lower()}
         if result.suppressed or result.outcome is Outcome.SUPPRESSED:
             accepted["suppressed"] = list(result.suppressed)
-        return JSONResponse(accepted, status_code=status, headers=headers)
+        return status, accepted, headers
     if result.outcome in DEFAULT_RETRY_AFTER:
         headers["Retry-After"] = str(result.retry_after or DEFAULT_RETRY_AFTER[result.outcome])
     reason = _clean(result.reason) or result.outcome.value.replace("_", " ").lower()
@@ -153,7 +159,7 @@ def http_reply(result: Result, *, max_message_bytes: int) -> JSONResponse:
             "code": result.outcome.value}
     if result.message_id:  # a logged failure (502/503 after the debit): the caller can look it up
         body["messageId"] = result.message_id
-    return JSONResponse(body, status_code=status, headers=headers)
+    return status, body, headers
 
 
 def _bearer(request: Request) -> str | None:
@@ -232,6 +238,10 @@ class Api:
     def reply(self, result: Result) -> JSONResponse:
         """The response for a result, not counted (feature routes that submit nothing)."""
         return http_reply(result, max_message_bytes=self.max_message_bytes)
+
+    def parts(self, result: Result) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, body and headers of reply(result), for routes that answer in another shape."""
+        return reply_parts(result, max_message_bytes=self.max_message_bytes)
 
     def answer(self, result: Result) -> JSONResponse:
         """The response to a submission's result, counted: each submitting route answers here (or
