@@ -129,6 +129,30 @@ async def test_a_multi_recipient_dsn_to_a_whole_message_token_is_one_event_per_f
     assert await live.balance(t) == 7
 
 
+async def test_a_whole_message_dsn_naming_a_stranger_is_dropped(live) -> None:
+    """A whole-message token proves the message, not the address: a forged DSN naming an address
+    the message was not sent to must not suppress it; one naming a real recipient still counts."""
+    from relay.events.bounce_intake import envelope_sender
+
+    t = await live.tenant(credits=10)
+    mid = await send_api(live, t, ["alice@example.com"])
+    whole = envelope_sender(mid, None, KEY_SECRET, DOMAIN)
+    forged = sample("postfix-user-unknown.eml", "victim@example.net", "alice@example.com")
+    assert (await bounce_back(live, whole, forged))[0] == 250
+    assert [e["type"] for e in await live.store.events(mid)] == ["email.sent"]
+    assert await live.store.suppressions(t.account_id) == []
+    real = sample("postfix-user-unknown.eml", "ALICE@example.com", "alice@example.com")
+    assert (await bounce_back(live, whole, real))[0] == 250
+    assert [(e["type"], e["recipient"]) for e in await live.store.events(mid)] == [
+        ("email.sent", None), ("email.bounced", "alice@example.com")]
+    assert [(s["address"], s["reason"]) for s in await live.store.suppressions(t.account_id)] == [
+        ("alice@example.com", "hard_bounce")]
+    assert await live.balance(t) == 9 and len(live.peer.messages) == 1
+    # a position names its recipient alone: no falling back to the report's address
+    assert not await live.store.record_bounce(mid, 5, "victim@example.net", "email.bounced", {}, "hard_bounce")
+    assert len(await live.store.events(mid)) == 2 and len(await live.store.suppressions(t.account_id)) == 1
+
+
 async def test_complaint_delay_and_auto_reply(live) -> None:
     t = await live.tenant(credits=10)
     mid = await send_api(live, t, ["brett@example.com"])

@@ -53,7 +53,8 @@ def event_data(finding: Finding) -> dict[str, Any]:
 
 async def record_finding(store: Store, message_id: uuid.UUID, position: int | None, finding: Finding) -> bool:
     """Record one finding about one recipient (position: its index in the message, from the VERP
-    token; else finding.recipient names it). False when the message is unknown or nothing to record."""
+    token; else finding.recipient names it, if the message was sent to it). False when the message is
+    unknown, the recipient is not one of its recipients, or there is nothing to record."""
     event = EVENT_TYPES.get(finding.kind)
     if event is None:
         return False
