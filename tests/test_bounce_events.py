@@ -13,6 +13,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from relay.bounces import token
 from tests.conftest import KEY_SECRET, LiveRelay, Tenant, relay_config, start_relay
@@ -54,6 +55,24 @@ async def bounce_back(live: LiveRelay, rcpt: str, data: bytes) -> tuple[int, str
         return exc.code, exc.message
     finally:
         client.close()
+
+
+async def bounce_to_many(live: LiveRelay, rcpts: list[str], data: bytes) -> int:
+    """One transaction to several bounce addresses; the DATA reply's code."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=live.server.port("inbound"), start_tls=False, timeout=10,
+                             local_hostname="mx.remote.test")
+    await client.connect()
+    try:
+        await client.mail("")
+        for rcpt in rcpts:
+            await client.rcpt(rcpt)
+        return (await client.data(data)).code
+    finally:
+        client.close()
+
+
+def counted(result: str) -> float:
+    return REGISTRY.get_sample_value("relay_bounce_messages_total", {"result": result}) or 0.0
 
 
 def sample(name: str, recipient: str | None = None, original: str | None = None) -> bytes:
@@ -129,6 +148,30 @@ async def test_a_multi_recipient_dsn_to_a_whole_message_token_is_one_event_per_f
     assert await live.balance(t) == 7
 
 
+async def test_a_whole_message_dsn_naming_a_stranger_is_dropped(live) -> None:
+    """A whole-message token proves the message, not the address: a forged DSN naming an address
+    the message was not sent to must not suppress it; one naming a real recipient still counts."""
+    from relay.events.bounce_intake import envelope_sender
+
+    t = await live.tenant(credits=10)
+    mid = await send_api(live, t, ["alice@example.com"])
+    whole = envelope_sender(mid, None, KEY_SECRET, DOMAIN)
+    forged = sample("postfix-user-unknown.eml", "victim@example.net", "alice@example.com")
+    assert (await bounce_back(live, whole, forged))[0] == 250
+    assert [e["type"] for e in await live.store.events(mid)] == ["email.sent"]
+    assert await live.store.suppressions(t.account_id) == []
+    real = sample("postfix-user-unknown.eml", "ALICE@example.com", "alice@example.com")
+    assert (await bounce_back(live, whole, real))[0] == 250
+    assert [(e["type"], e["recipient"]) for e in await live.store.events(mid)] == [
+        ("email.sent", None), ("email.bounced", "alice@example.com")]
+    assert [(s["address"], s["reason"]) for s in await live.store.suppressions(t.account_id)] == [
+        ("alice@example.com", "hard_bounce")]
+    assert await live.balance(t) == 9 and len(live.peer.messages) == 1
+    # a position names its recipient alone: no falling back to the report's address
+    assert not await live.store.record_bounce(mid, 5, "victim@example.net", "email.bounced", {}, "hard_bounce")
+    assert len(await live.store.events(mid)) == 2 and len(await live.store.suppressions(t.account_id)) == 1
+
+
 async def test_complaint_delay_and_auto_reply(live) -> None:
     t = await live.tenant(credits=10)
     mid = await send_api(live, t, ["brett@example.com"])
@@ -154,6 +197,46 @@ async def test_a_forged_or_foreign_bounce_address_is_accepted_and_dropped(live) 
         assert (await bounce_back(live, rcpt, sample("postfix-user-unknown.eml")))[0] == 250
     assert [e["type"] for e in await live.store.events(mid)] == ["email.sent"]
     assert await live.store.suppressions(t.account_id) == []
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the messages the bounce parser was given (the real parser runs)."""
+    from relay.bounces import parse
+
+    real, sizes = parse.parse, []
+
+    def counting(raw: bytes) -> list[parse.Finding]:
+        sizes.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(parse, "parse", counting)
+    return sizes
+
+
+async def test_a_message_to_forged_bounce_addresses_is_never_parsed(live, parses: list[int]) -> None:
+    """The token is checked first: a message to many forged addresses costs no parse at all."""
+    t = await live.tenant(credits=10)
+    mid = await send_api(live, t, ["alice@example.com"])
+    real = live.peer.messages[0].mail_from
+    forged = [real[:10] + ("a" if real[10] != "a" else "b") + real[11:]] + [f"b+x{i}@{DOMAIN}" for i in range(30)]
+    untied = counted("untied")
+    assert await bounce_to_many(live, forged, sample("postfix-user-unknown.eml")) == 250
+    assert parses == [] and counted("untied") - untied == len(forged)
+    assert [e["type"] for e in await live.store.events(mid)] == ["email.sent"]
+    assert await live.store.suppressions(t.account_id) == []
+
+
+async def test_one_bounce_to_several_tokens_is_parsed_once_and_recorded_per_token(live, parses: list[int]) -> None:
+    t = await live.tenant(credits=10)
+    mid = await send_api(live, t, ["a@example.com", "b@example.com"])
+    tokens = [m.mail_from for m in live.peer.messages]
+    recorded, untied = counted("recorded"), counted("untied")
+    assert await bounce_to_many(live, [*tokens, f"b+forged@{DOMAIN}"], sample("postfix-user-unknown.eml")) == 250
+    bounced = sorted(e["recipient"] for e in await live.store.events(mid) if e["type"] == "email.bounced")
+    assert bounced == ["a@example.com", "b@example.com"]
+    assert len(parses) == 1 and counted("recorded") - recorded == 2 and counted("untied") - untied == 1
+    assert len(live.peer.messages) == 2
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -131,6 +131,27 @@ async def test_every_documented_domain_response_is_real(live: LiveRelay, http: h
         c.assert_all_produced(documented, method)
 
 
+async def test_a_taken_domain_is_409_before_any_key_is_generated(
+        live: LiveRelay, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.dkim import keys
+
+    real, generated = keys.generate, []
+
+    def counting(algorithm: str) -> keys.PrivateKey:  # the real generator, counted
+        generated.append(algorithm)
+        return real(algorithm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(keys, "generate", counting)
+    owner = await live.tenant()
+    other = await live.tenant(sender="x@mail.example.com")  # may send from example.com
+    assert (await http.post("/v1/domains", json={"domain": "example.com"}, headers=_auth(owner))).status_code == 201
+    assert generated == ["rsa-sha256"]
+    taken = await http.post("/v1/domains", json={"domain": "EXAMPLE.com", "ed25519": True}, headers=_auth(other))
+    assert taken.status_code == 409 and "already a sending domain" in taken.text
+    assert generated == ["rsa-sha256"]
+    assert [d.account_id for d in await live.store.list_domains()] == [owner.account_id]
+
+
 async def test_verify_when_dns_does_not_answer_is_503(db_dsn: str, store, peer) -> None:
     import socket
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

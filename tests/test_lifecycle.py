@@ -92,6 +92,18 @@ async def test_migrate_twice_is_a_noop(db_dsn) -> None:
         await conn.close()
 
 
+async def test_webhook_deliveries_has_an_index_for_its_event_cascade(db_dsn) -> None:
+    """Deleting an event (retention) finds its deliveries by index, not by a scan per event."""
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        definition = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'webhook_deliveries' "
+            "AND indexname = 'webhook_deliveries_event'")
+        assert definition is not None and definition.endswith("(event_id)")
+    finally:
+        await conn.close()
+
+
 async def test_concurrent_migrations_on_a_fresh_database(pg) -> None:
     name = f"m_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg.admin_dsn)

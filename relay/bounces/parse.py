@@ -6,19 +6,14 @@ import base64
 import binascii
 import enum
 import re
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import EmailPolicy
 from typing import Any
 
 from relay.upstream.classify import FailureCode, classify, classify_report
-
-# Our own header on every relayed message; a bounce quoting the original ties back through it
-# when the VERP token is gone (a forwarder rewrote the envelope, a report went to From:).
-RELAY_MESSAGE_ID_HEADER = "X-Relay-Message-Id"
 
 
 class Kind(enum.StrEnum):
@@ -51,13 +46,10 @@ class Finding:
     source: Source
     failure_code: FailureCode | None = None
     recipient: str | None = None  # Final-Recipient / Original-Rcpt-To / the address a plain bounce names
-    original_recipient: str | None = None  # a DSN's Original-Recipient
     status: str | None = None  # RFC 3463 code, e.g. "5.1.1"
     diagnostic: str | None = None  # Diagnostic-Code, the reply a plain bounce quotes, or why unparseable
     remote_mta: str | None = None
     feedback_type: str | None = None  # ARF Feedback-Type: abuse, fraud, virus, other...
-    original_message_id: str | None = None  # "<...>" Message-ID of the message this is about
-    relay_message_id: uuid.UUID | None = None  # our header found in the quoted original
 
 
 _HARD_BOUNCES = {FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.ADDRESS_GONE}
@@ -138,12 +130,7 @@ def _parse(raw: bytes) -> list[Finding]:
             found = [Finding(Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY)]
         else:
             found = [Finding(Kind.BOUNCED, Source.OTHER, FailureCode.INFO_OTHER)]
-    message_id, relay_id = _original(msg, parts)
-    return [
-        replace(f, original_message_id=f.original_message_id or message_id,
-                relay_message_id=f.relay_message_id or relay_id)
-        for f in found
-    ]
+    return found
 
 
 # --- reading the MIME tree with care for broken input ---
@@ -315,13 +302,11 @@ def _dsn(parts: list[_Part]) -> list[Finding] | None:
     recipients = 0
     for report in reports:
         blocks = _status_blocks(report)
-        per_message = blocks[0] if blocks and not _is_recipient_block(blocks[0]) else {}
-        original_id = per_message.get("x-original-message-id") or None
         for block in blocks:
             if not _is_recipient_block(block):
                 continue
             recipients += 1
-            finding = _recipient_finding(block, original_id)
+            finding = _recipient_finding(block)
             if finding is not None:
                 findings.append(finding)
     return findings if recipients else None
@@ -331,7 +316,7 @@ def _is_recipient_block(block: dict[str, str]) -> bool:
     return "final-recipient" in block or "original-recipient" in block or "action" in block
 
 
-def _recipient_finding(block: dict[str, str], original_id: str | None) -> Finding | None:
+def _recipient_finding(block: dict[str, str]) -> Finding | None:
     status_match = _STATUS.search(block.get("status", ""))
     status = status_match.group(0) if status_match else None
     words = block.get("action", "").lower().split()
@@ -347,10 +332,8 @@ def _recipient_finding(block: dict[str, str], original_id: str | None) -> Findin
         kind, Source.DSN, classify_report(status, diagnostic),
         recipient=_typed_value(block.get("final-recipient", "")) or _typed_value(
             block.get("original-recipient", "")),
-        original_recipient=_typed_value(block.get("original-recipient", "")),
         status=status, diagnostic=diagnostic,
         remote_mta=_typed_value(block.get("remote-mta", "")),
-        original_message_id=original_id,
     )
 
 
@@ -526,43 +509,4 @@ def _reply_paragraph(text: str) -> str:
     return text
 
 
-# --- tying a report back to the original message ---
-
-_BODY_MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
-_BODY_RELAY_ID = re.compile(rf"^{RELAY_MESSAGE_ID_HEADER}:[ \t]*<?([0-9a-fA-F-]{{32,36}})>?", re.I | re.M)
-_ANGLE_ID = re.compile(r"<[^<>\s]+>")
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip().strip("<>"))
-    except ValueError:
-        return None
-
-
-def _original(msg: Message, parts: list[_Part]) -> tuple[str | None, uuid.UUID | None]:
-    """(Message-ID, our relay id) of the message this report is about, from what it quotes."""
-    message_id: str | None = None
-    relay_id: uuid.UUID | None = None
-    for quoted in _quoted_messages(parts):
-        found = _ANGLE_ID.search(_header(quoted, "message-id"))
-        message_id = message_id or (found.group(0) if found else None)
-        relay_id = relay_id or _as_uuid(_header(quoted, RELAY_MESSAGE_ID_HEADER))
-    if message_id is None or relay_id is None:
-        # Plain bounces quote the original inline, after the notice.
-        for ctype, part in parts:
-            if not ctype.startswith("text/"):
-                continue
-            text = _text(part)
-            if message_id is None and (m := _BODY_MESSAGE_ID.search(text)):
-                message_id = m.group(1)
-            if relay_id is None and (r := _BODY_RELAY_ID.search(text)):
-                relay_id = _as_uuid(r.group(1))
-    if message_id is None:
-        # Auto-replies answer the original: In-Reply-To names it.
-        found = _ANGLE_ID.search(_header(msg, "in-reply-to"))
-        message_id = found.group(0) if found else None
-    return message_id, relay_id
-
-
-__all__ = ["RELAY_MESSAGE_ID_HEADER", "Finding", "Kind", "Source", "parse", "suppresses"]
+__all__ = ["Finding", "Kind", "Source", "parse", "suppresses"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from relay.bounces.parse import Finding, Kind, Source, suppresses
+from relay.bounces.parse import Finding, Kind, Source
 from relay.upstream.classify import FailureCode
 
 DEFAULT_DOMAIN = "simulator.invalid"
@@ -25,15 +25,12 @@ class Outcome(enum.StrEnum):
 class Simulated:
     """The simulated fate of one recipient.
 
-    `finding` is what a real mailbox would have sent back (fed to the same code as a parsed
-    bounce); `suppress` says the address goes on the suppression list afterwards (the same rule
-    as for real findings, `parse.suppresses`).
+    `finding` is what a real mailbox would have sent back, fed to the same code as a parsed
+    bounce (so the same suppression rule, `parse.suppresses`, applies).
     """
 
     outcome: Outcome
-    recipient: str
     finding: Finding | None
-    suppress: bool
 
 
 _SUPPRESSED_LOCAL_PARTS = ("suppressed", "suppressionlist")
@@ -57,9 +54,9 @@ def simulate(recipient: str, domain: str = DEFAULT_DOMAIN) -> Simulated | None:
     address = recipient.strip().strip("<>")
     local = address.rpartition("@")[0].split("+", 1)[0].lower()
     if local in ("delivered", "success"):
-        return Simulated(Outcome.DELIVERED, address, None, suppress=False)
+        return Simulated(Outcome.DELIVERED, None)
     if local in _SUPPRESSED_LOCAL_PARTS:
-        return Simulated(Outcome.SUPPRESSED, address, None, suppress=False)
+        return Simulated(Outcome.SUPPRESSED, None)
     if local == "ooto":
         outcome, finding = Outcome.OOTO, Finding(
             Kind.AUTO_REPLIED, Source.AUTO_REPLY, FailureCode.AUTO_REPLY, recipient=address,
@@ -72,4 +69,4 @@ def simulate(recipient: str, domain: str = DEFAULT_DOMAIN) -> Simulated | None:
         outcome, finding = Outcome.BOUNCE, Finding(
             Kind.BOUNCED, Source.DSN, FailureCode.NO_SUCH_USER, recipient=address, status="5.1.1",
             diagnostic=f"smtp; 550 5.1.1 <{address}>: {why}: no such user")
-    return Simulated(outcome, address, finding, suppress=suppresses(finding))
+    return Simulated(outcome, finding)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from relay.dkim import dnscheck, keys, records
 from relay.dkim.keys import Vault
 from relay.dkim.model import DkimKeyInfo, NewKeyRow, SendingDomain
 from relay.dkim.sign import Algorithm
-from relay.errors import UsageError
+from relay.errors import StoreError, UsageError
+from relay.store.domains import taken_message
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -71,7 +73,11 @@ async def add(store: Store, cfg: Config, key_secret: bytes, account_id: int, dom
     name = normalize_domain(domain)
     chosen = check_selector(selector) if selector else default_selector(cfg)
     algorithms: list[Algorithm] = ["rsa-sha256", "ed25519-sha256"] if ed25519 else ["rsa-sha256"]
-    return await store.add_domain(account_id, name, trust, _new_keys(Vault(key_secret), name, chosen, algorithms))
+    if await store.domain_taken(name):  # before the keys: a taken domain costs no RSA generation
+        raise StoreError(taken_message(name))
+    # RSA generation takes tens of milliseconds: off the event loop (add_domain still catches a race)
+    rows = await asyncio.to_thread(_new_keys, Vault(key_secret), name, chosen, algorithms)
+    return await store.add_domain(account_id, name, trust, rows)
 
 
 async def rotate(store: Store, cfg: Config, key_secret: bytes, domain: SendingDomain, *,
@@ -86,7 +92,7 @@ async def rotate(store: Store, cfg: Config, key_secret: bytes, domain: SendingDo
         while chosen in taken or chosen + _ED25519_SUFFIX in taken:
             n += 1
             chosen = f"{base}-{n}"
-    rows = _new_keys(Vault(key_secret), domain.domain, chosen, algorithms)
+    rows = await asyncio.to_thread(_new_keys, Vault(key_secret), domain.domain, chosen, algorithms)
     return await store.add_keys(domain.domain, rows, active=now)
 
 

@@ -4,6 +4,7 @@ as events (relay/events/findings.py). Always answered 250: a bounce never causes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import TYPE_CHECKING
@@ -49,9 +50,19 @@ class BounceClaimant:
 
     async def receive(self, data: bytes, envelope: Envelope) -> Verdict:
         """Record what the message says; 250 whatever happens (never a bounce of a bounce)."""
-        for recipient in envelope.recipients:
+        # the token first: without an authenticated one nothing is attributed (docs/events.md:
+        # forged bounces), so a message to forged addresses is never parsed
+        tied = [(recipient, token.parse(recipient, self.domain, self.secret)) for recipient in envelope.recipients]
+        findings: list[parse.Finding] | None = None
+        for recipient, found in tied:
             try:
-                BOUNCES.labels(await self._take(data, recipient)).inc()
+                if found is None:
+                    result = "untied"
+                else:
+                    if findings is None:  # once per message, off the loop: a large MIME tree takes a while
+                        findings = await asyncio.to_thread(parse.parse, data)
+                    result = await self._take(findings, *found)
+                BOUNCES.labels(result).inc()
             except StoreUnavailable:
                 # the sender retries a 451; nothing was recorded (relay_bounce is one transaction)
                 log.warning("bounce for %s not recorded: database unavailable", recipient, exc_info=True)
@@ -61,16 +72,9 @@ class BounceClaimant:
                 BOUNCES.labels("error").inc()
         return ACCEPTED
 
-    async def _take(self, data: bytes, recipient: str) -> str:
-        tied = token.parse(recipient, self.domain, self.secret)
-        findings = parse.parse(data)
+    async def _take(self, findings: list[parse.Finding], message_id: uuid.UUID, index: int) -> str:
         if findings and all(f.kind is parse.Kind.UNPARSEABLE for f in findings):
             return "unparseable"
-        if tied is None:
-            # no token: a quoted original's X-Relay-Message-Id is still ours only if the token was;
-            # without an authenticated token nothing is attributed (docs/events.md: forged bounces)
-            return "untied"
-        message_id, index = tied
         position = None if index == WHOLE_MESSAGE else index
         recorded = False
         for finding in findings:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from relay.bounces.parse import Finding, Kind
-from relay.upstream.classify import FailureCode
+from relay.bounces.parse import Finding, Kind, suppresses
 
 if TYPE_CHECKING:
     from relay.store.store import Store
@@ -19,24 +18,13 @@ EVENT_TYPES: dict[Kind, str] = {
     Kind.COMPLAINED: "email.complained",
     Kind.AUTO_REPLIED: "email.auto_replied",
 }
-# docs/events.md 'Suppression list': these failure codes are a hard bounce (and any permanent 1xxx)
-HARD_BOUNCE_CODES = frozenset({FailureCode.NO_SUCH_USER, FailureCode.BAD_DOMAIN, FailureCode.ADDRESS_GONE})
-
-
-def is_hard_bounce(finding: Finding) -> bool:
-    """A bounce that puts the recipient on the suppression list."""
-    if finding.kind is not Kind.BOUNCED or finding.failure_code is None:
-        return False
-    code = int(finding.failure_code)
-    permanent = (finding.status or "5").startswith("5")
-    return finding.failure_code in HARD_BOUNCE_CODES or (1000 <= code < 2000 and permanent)
 
 
 def suppression_reason(finding: Finding) -> str | None:
     """hard_bounce, complaint, or None (not suppressed)."""
     if finding.kind is Kind.COMPLAINED:
         return "complaint"
-    return "hard_bounce" if is_hard_bounce(finding) else None
+    return "hard_bounce" if suppresses(finding) else None
 
 
 def event_data(finding: Finding) -> dict[str, Any]:
@@ -53,7 +41,8 @@ def event_data(finding: Finding) -> dict[str, Any]:
 
 async def record_finding(store: Store, message_id: uuid.UUID, position: int | None, finding: Finding) -> bool:
     """Record one finding about one recipient (position: its index in the message, from the VERP
-    token; else finding.recipient names it). False when the message is unknown or nothing to record."""
+    token; else finding.recipient names it, if the message was sent to it). False when the message is
+    unknown, the recipient is not one of its recipients, or there is nothing to record."""
     event = EVENT_TYPES.get(finding.kind)
     if event is None:
         return False

@@ -14,9 +14,18 @@ _KEY_FIELDS = ("selector, algorithm, public_key, status, active, verified_at, ch
                "created_at")
 
 
+def taken_message(domain: str) -> str:
+    """The StoreError text for a domain that is already a sending domain."""
+    return f"domain {domain} is already a sending domain"
+
+
 @translated
 class DomainStore(StoreBase):
     """Sending domains (one account each) and their keys (one active per algorithm)."""
+
+    async def domain_taken(self, domain: str) -> bool:
+        """True when domain is already a sending domain (of any account)."""
+        return await self.pool.fetchval("SELECT 1 FROM sending_domains WHERE domain = $1", domain) is not None
 
     async def add_domain(self, account_id: int, domain: str, trusted: bool,
                          keys: Sequence[NewKeyRow]) -> SendingDomain:
@@ -27,7 +36,7 @@ class DomainStore(StoreBase):
                     "INSERT INTO sending_domains (domain, account_id, trusted) VALUES ($1, $2, $3)",
                     domain, account_id, trusted)
             except asyncpg.UniqueViolationError:
-                raise StoreError(f"domain {domain} is already a sending domain") from None
+                raise StoreError(taken_message(domain)) from None
             await self._insert_keys(conn, domain, keys, active=True)
         return await self.find_domain(domain)
 

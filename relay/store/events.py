@@ -40,7 +40,8 @@ class EventStore(StoreBase):
     async def record_bounce(self, message_id: uuid.UUID, position: int | None, recipient: str | None,
                             event_type: str, data: dict[str, Any], suppress_reason: str | None) -> bool:
         """One bounce/complaint/auto-reply event, the recipient's status and maybe a suppression, in
-        one transaction; never touches credits. False when the message is unknown."""
+        one transaction; never touches credits. False (nothing written) when the message is unknown
+        or the recipient is not one of its recipients."""
         return bool(await self.pool.fetchval(
             "SELECT relay_bounce($1, $2, $3, $4, $5::jsonb, $6)", message_id, position, recipient, event_type,
             json.dumps(data), suppress_reason))
