@@ -156,7 +156,6 @@ def page(dash: Dash) -> Callable[[Handler], Callable[[Request], Awaitable[Respon
             accounts = await dash.store.list_accounts() if user.operator else []
             account = (next((a for a in accounts if a.id == account_id), None)
                        or await dash.store.find_account(str(account_id)))
-            tabs = [t for t in dash.tabs if t.available(dash.store)]
-            return await handler(View(request, dash, session, token, account, tabs, accounts, form))
+            return await handler(View(request, dash, session, token, account, dash.tabs, accounts, form))
         return endpoint
     return wrap

@@ -1,8 +1,7 @@
 """The dashboard's tabs: every module in this package with a TAB is one, in TAB.order.
 
-Adding a tab is adding a module here: `TAB = Tab(slug, label, order, routes, available)`, where
-routes(dash) returns its Starlette routes (handlers wrapped by web.page) and available(store)
-says whether its feature exists in this build (a tab whose feature has not landed stays hidden).
+Adding a tab is adding a module here: `TAB = Tab(slug, label, order, routes)`, where routes(dash)
+returns its Starlette routes (handlers wrapped by web.page).
 """
 
 from __future__ import annotations
@@ -17,12 +16,6 @@ from starlette.routing import Route
 
 if TYPE_CHECKING:
     from relay.dashboard.web import Dash
-    from relay.store.store import Store
-
-
-def always(store: Store) -> bool:
-    """A tab of a feature that is always there."""
-    return True
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,6 @@ class Tab:
     label: str
     order: int
     routes: Callable[[Dash], list[Route]]
-    available: Callable[[Store], bool] = always
 
 
 def discover() -> list[Tab]:

@@ -13,12 +13,6 @@ from relay.dkim import service
 from relay.dkim.dnscheck import DnsUnavailable, Finding
 from relay.dkim.model import SendingDomain
 from relay.errors import StoreError, UsageError
-from relay.store.store import Store
-
-
-def available(store: Store) -> bool:
-    """Shown when this build has sending domains (the dkim feature)."""
-    return hasattr(store, "list_domains")
 
 
 def routes(dash: Dash) -> list[Route]:
@@ -85,4 +79,4 @@ def routes(dash: Dash) -> list[Route]:
     ]
 
 
-TAB = Tab("domains", "Domains", 45, routes, available)
+TAB = Tab("domains", "Domains", 45, routes)

@@ -88,9 +88,8 @@ def routes(dash: Dash) -> list[Route]:
         if found is None:
             raise HTTPException(404, "No message with this id in this account.")
         ledger = await dash.store.message_ledger(found["id"])
-        # recipients and events are stored by the events feature; a build without it shows the ledger
-        recipients = await dash.store.recipients(found["id"]) if hasattr(dash.store, "recipients") else []
-        events = await dash.store.events(found["id"]) if hasattr(dash.store, "events") else []
+        recipients = await dash.store.recipients(found["id"])
+        events = await dash.store.events(found["id"])
         return view.render("message.html", tab="logs", m=found, ledger=ledger, recipients=recipients, events=events)
 
     return [Route("/logs", logs, methods=["GET"]), Route("/logs/{message_id}", message, methods=["GET"])]

@@ -9,14 +9,8 @@ from starlette.routing import Route
 
 from relay.dashboard.tabs import Tab
 from relay.dashboard.web import Dash, View, page
-from relay.store.store import Store
 
 RECENT = 50
-
-
-def available(store: Store) -> bool:
-    """Shown when this build has inbound routes."""
-    return hasattr(store, "list_routes")
 
 
 def routes(dash: Dash) -> list[Route]:
@@ -38,4 +32,4 @@ def routes(dash: Dash) -> list[Route]:
             Route("/routes/{route_id}/remove", remove, methods=["POST"])]
 
 
-TAB = Tab("routes", "Inbound routes", 70, routes, available)
+TAB = Tab("routes", "Inbound routes", 70, routes)

@@ -10,12 +10,6 @@ from starlette.routing import Route
 from relay.addresses import is_valid_address
 from relay.dashboard.tabs import Tab
 from relay.dashboard.web import Dash, View, page
-from relay.store.store import Store
-
-
-def available(store: Store) -> bool:
-    """Shown when this build has suppression lists (the events feature)."""
-    return hasattr(store, "suppressions")
 
 
 def routes(dash: Dash) -> list[Route]:
@@ -53,4 +47,4 @@ def routes(dash: Dash) -> list[Route]:
     ]
 
 
-TAB = Tab("suppressions", "Suppressions", 50, routes, available)
+TAB = Tab("suppressions", "Suppressions", 50, routes)

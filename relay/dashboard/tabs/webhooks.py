@@ -13,12 +13,6 @@ from relay.dashboard.tabs import Tab
 from relay.dashboard.web import Dash, View, page
 from relay.errors import StoreError, UsageError
 from relay.events.config import WebhooksConfig
-from relay.store.store import Store
-
-
-def available(store: Store) -> bool:
-    """Shown when this build has webhooks (the events feature)."""
-    return hasattr(store, "endpoints")
 
 
 def routes(dash: Dash) -> list[Route]:
@@ -88,4 +82,4 @@ def routes(dash: Dash) -> list[Route]:
     ]
 
 
-TAB = Tab("webhooks", "Webhooks", 60, routes, available)
+TAB = Tab("webhooks", "Webhooks", 60, routes)
