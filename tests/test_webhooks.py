@@ -137,6 +137,25 @@ async def test_retry_after_delays_the_next_try_by_at_least_that_much(live, http,
     assert delivery["next_attempt_at"] >= datetime.now(UTC) + timedelta(seconds=590)
 
 
+@pytest.mark.parametrize("asked", ["999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_huge_retry_after_is_capped_and_the_attempt_recorded(live, http, receiver, asked) -> None:
+    """An overflowing Retry-After once killed the delivery task (the attempt was never recorded, the
+    delivery POSTed again every lease); a far-future date parked it for centuries."""
+    t = await live.tenant(credits=10)
+    receiver.answers["/busy"] = (503, {"Retry-After": asked})
+    hook = await register(http, t, receiver.url("/busy"))
+    before = datetime.now(UTC)
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, hook["id"]), what="the attempt record")
+    [delivery] = await live.store.deliveries(hook["id"])
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    cap = schedule.RETRY_AFTER_CAP
+    assert cap == max(schedule.RETRY_DELAYS)
+    assert before + cap <= delivery["next_attempt_at"] <= datetime.now(UTC) + cap
+    [attempt] = await attempts(live.store, hook["id"])
+    assert attempt["status_code"] == 503 and len(receiver.on("/busy")) == 1
+
+
 async def test_410_disables_the_endpoint(live, http, receiver) -> None:
     t = await live.tenant(credits=10)
     receiver.answers["/gone"] = (410, {})
@@ -285,6 +304,18 @@ def test_the_retry_schedule_is_spec_md_with_jitter() -> None:
     assert schedule.retry_after("120", now) == timedelta(seconds=120)
     assert schedule.retry_after("Thu, 01 Jan 2026 00:10:00 GMT", now) == timedelta(minutes=10)
     assert schedule.retry_after("soon", now) is None
+
+
+def test_retry_after_is_capped_and_odd_values_do_not_raise() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    cap = schedule.RETRY_AFTER_CAP
+    for huge in ("86401", "999999999999", "9" * 30, "9" * 5000, "Fri, 31 Dec 9999 23:59:59 GMT"):
+        assert schedule.retry_after(huge, now) == cap, huge
+    assert schedule.retry_after("0" * 5000 + "7", now) == timedelta(seconds=7)
+    assert schedule.retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now) == timedelta(0)
+    for odd in ("\u00b2", "-5", "Fri, 31 Dec 99999999999999999999 23:59:59 GMT",
+                "Fri, 31 Dec 2026 23:59:59 +99999999999999999999"):
+        assert schedule.retry_after(odd, now) is None, odd
 
 
 async def test_an_endpoint_failing_for_five_days_is_disabled(live, http, receiver) -> None:
