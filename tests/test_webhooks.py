@@ -156,6 +156,24 @@ async def test_a_huge_retry_after_is_capped_and_the_attempt_recorded(live, http,
     assert attempt["status_code"] == 503 and len(receiver.on("/busy")) == 1
 
 
+async def test_an_unexpected_error_in_a_delivery_is_recorded_as_a_failed_attempt(live, http, receiver,
+                                                                                  caplog) -> None:
+    """A delivery whose task raised was never recorded: claimed again every lease, forever."""
+    t = await live.tenant(credits=10)
+    # a secret the signer refuses (not base64): signing raises inside the delivery task
+    endpoint = await live.store.create_endpoint("we_badsecret", t.account_id, receiver.url(), None, "whsec_!!")
+    before = datetime.now(UTC)
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, endpoint["id"]), what="the attempt record")
+    [attempt] = await attempts(live.store, endpoint["id"])
+    assert attempt["status_code"] == 0 and attempt["error"] == "internal error: BadSecret"
+    [delivery] = await live.store.deliveries(endpoint["id"])
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    assert delivery["next_attempt_at"] >= before + schedule.RETRY_DELAYS[0]  # on schedule, like any failure
+    assert receiver.received == []
+    assert any(r.levelname == "ERROR" and "unexpected error" in r.getMessage() for r in caplog.records)
+
+
 async def test_410_disables_the_endpoint(live, http, receiver) -> None:
     t = await live.tenant(credits=10)
     receiver.answers["/gone"] = (410, {})
