@@ -414,8 +414,8 @@ async def test_a_delivery_survives_kill_9_of_relay_serve(db_dsn, store, receiver
     env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(),
                RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
                RELAY_UPSTREAM_URL=f"maildir:{tmp_dir / 'maildir'}", RELAY_SERVER_DATA_DIR=str(tmp_dir),
-               RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS="true", RELAY_WEBHOOKS_LEASE_SECONDS="2",
-               RELAY_WEBHOOKS_POLL_SECONDS="0.2", RELAY_QUEUE_WORKER="false")
+               RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS="true", RELAY_WEBHOOKS_TIMEOUT_SECONDS="2",
+               RELAY_WEBHOOKS_LEASE_SECONDS="7", RELAY_WEBHOOKS_POLL_SECONDS="0.2", RELAY_QUEUE_WORKER="false")
     relay_bin = str(Path(sys.executable).parent / "relay")
 
     async def start() -> asyncio.subprocess.Process:
