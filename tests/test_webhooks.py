@@ -261,14 +261,23 @@ async def test_two_workers_deliver_every_event_exactly_once(db_dsn, store, recei
     cfg = WebhooksConfig(allow_private_targets=True, poll_seconds=0.05, concurrency=8)
     workers = [WebhookWorker(store, cfg), WebhookWorker(other, cfg)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
+
+    async def all_delivered() -> bool:
+        return bool(await store.pool.fetchval(
+            "SELECT count(*) = 60 FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'delivered'",
+            endpoint["id"]))
+
     try:
-        await eventually(lambda: len(receiver.received) >= 60, timeout=30)
-        await asyncio.sleep(0.3)
+        await eventually(all_delivered, timeout=30, what="60 deliveries recorded as delivered")
+        # then nothing more may arrive: both loops end (no claim under way), and the POSTs still in
+        # flight, a duplicate among them, finish before the count
+        for w in workers:
+            w.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+        for w in workers:
+            await w.stop_and_wait(10)
         ids = [h.headers["webhook-id"] for h in receiver.received]
         assert len(ids) == 60 and len(set(ids)) == 60
-        delivered = await store.pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'delivered'", endpoint["id"])
-        assert delivered == 60
     finally:
         for w in workers:
             await w.stop_and_wait(1)
