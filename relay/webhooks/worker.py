@@ -5,21 +5,18 @@ never in it: sending only writes event rows (relay_event)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-import asyncpg
-
 from relay.errors import StoreUnavailable
 from relay.events.config import WebhooksConfig
 from relay.events.payload import webhook_body
+from relay.notify_loop import NotifyLoop
 from relay.outbound import signing
 from relay.outbound.client import HttpClient, HttpResult
 from relay.outbound.ssrf import Policy
-from relay.store.base import DATABASE_ERRORS
 from relay.store.store import Store
 from relay.store.webhooks import WEBHOOK_CHANNEL, ClaimedDelivery
 from relay.webhooks import schedule
@@ -31,7 +28,6 @@ _KEEP_RESPONSE = 1024
 # that one claim takes the deliveries of many sends: at hundreds of sends per second a claim per
 # NOTIFY would be a transaction per delivery. Webhooks are at most this much later.
 GATHER_SECONDS = 0.05
-_LISTEN_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *DATABASE_ERRORS)
 
 
 def _response_text(result: HttpResult) -> str | None:
@@ -86,21 +82,16 @@ class WebhookWorker:
         self.cfg = cfg
         self.client = client or HttpClient(Policy(allow_private=cfg.allow_private_targets),
                                            limit=cfg.concurrency, user_agent="relay-webhooks")
-        self._wake = asyncio.Event()
-        self._stopping = False
+        self._loop = NotifyLoop("webhook worker", store, WEBHOOK_CHANNEL, cfg.poll_seconds, GATHER_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Look for due deliveries now."""
-        self._wake.set()
-
-    def _on_notify(self, *_: object) -> None:
-        self.wake()
+        self._loop.wake()
 
     def stop(self) -> None:
         """Claim nothing more; POSTs in flight finish (or time out) in stop_and_wait."""
-        self._stopping = True
-        self._wake.set()
+        self._loop.stop()
 
     async def drain_once(self) -> int:
         """Claim what is due (as many as there are free slots) and start delivering it; how many."""
@@ -116,7 +107,7 @@ class WebhookWorker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._wake.set()  # a slot is free
+        self._loop.wake()  # a slot is free
 
     async def _deliver(self, item: ClaimedDelivery) -> None:
         started = time.monotonic()
@@ -152,27 +143,10 @@ class WebhookWorker:
 
     async def run(self) -> None:
         """Until stop(): claim and deliver, then wait to be woken or for the poll interval."""
-        listener: asyncpg.Connection | None = None
-        try:
-            while not self._stopping:
-                if listener is None or listener.is_closed():
-                    listener = await self._listen()
-                self._wake.clear()
-                try:
-                    if await self.drain_once():
-                        await asyncio.sleep(GATHER_SECONDS)
-                        continue
-                except StoreUnavailable:
-                    log.warning("webhook worker: database trouble, will retry", exc_info=True)
-                except Exception:
-                    log.exception("webhook worker: unexpected error, will retry")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_seconds)
-                    await asyncio.sleep(GATHER_SECONDS)
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close()
+        await self._loop.run(self._pass)
+
+    async def _pass(self) -> bool:
+        return await self.drain_once() > 0
 
     async def stop_and_wait(self, grace: float) -> None:
         """Stop claiming; wait up to grace for POSTs in flight, cancel the rest (their leases run out
@@ -185,10 +159,3 @@ class WebhookWorker:
             if pending:
                 await asyncio.wait(pending, timeout=1)
         await self.client.close()
-
-    async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            return await self.store.listen(WEBHOOK_CHANNEL, self._on_notify)
-        except _LISTEN_ERRORS:
-            log.warning("webhook worker: cannot LISTEN, polling only", exc_info=True)
-            return None
