@@ -174,6 +174,20 @@ async def test_an_unexpected_error_in_a_delivery_is_recorded_as_a_failed_attempt
     assert any(r.levelname == "ERROR" and "unexpected error" in r.getMessage() for r in caplog.records)
 
 
+async def test_an_answer_with_nul_bytes_is_recorded(live, http, receiver) -> None:
+    """PostgreSQL text holds no NUL: an answer with one failed every try to record the attempt, and
+    the delivery was POSTed again every lease, forever."""
+    t = await live.tenant(credits=10)
+    receiver.bodies["/binary"] = b"ok\x00\x01 binary"
+    hook = await register(http, t, receiver.url("/binary"))
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, hook["id"]), what="the attempt record")
+    [attempt] = await attempts(live.store, hook["id"])
+    assert attempt["status_code"] == 200 and attempt["response"] == "ok\ufffd\x01 binary"
+    [delivery] = await live.store.deliveries(hook["id"])
+    assert delivery["status"] == "delivered" and len(receiver.received) == 1
+
+
 async def test_410_disables_the_endpoint(live, http, receiver) -> None:
     t = await live.tenant(credits=10)
     receiver.answers["/gone"] = (410, {})

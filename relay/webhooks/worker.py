@@ -33,7 +33,8 @@ GATHER_SECONDS = 0.05
 def _response_text(result: HttpResult) -> str | None:
     if not result.body:
         return None
-    return result.body[:_KEEP_RESPONSE].decode("utf-8", "replace")
+    # PostgreSQL text cannot hold NUL: one would fail the record every time (POSTed again every lease)
+    return result.body[:_KEEP_RESPONSE].decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 class _Attempt(NamedTuple):
