@@ -213,6 +213,9 @@ _UPSTREAM_SCHEMES = ("smtp", "smtp+starttls", "smtps", "maildir")
 # how long past the upstream's deadline a message may still be 'sending' (finalize retries, a
 # busy database) before the recovery sweep may take it for stranded
 _RECOVERY_MARGIN = 60.0
+# how much longer than a webhook POST's deadline its lease must last: the claim before the POST
+# and the record after it (a busy loop, a busy pool) happen under the lease too
+_LEASE_MARGIN = 5.0
 
 
 def _validate(cfg: Config) -> None:
@@ -271,6 +274,11 @@ def _validate(cfg: Config) -> None:
             f"server.recovery_after_seconds: must be at least upstream.timeout_seconds + {_RECOVERY_MARGIN:g} "
             f"({cfg.upstream.timeout_seconds + _RECOVERY_MARGIN:g}), got {cfg.server.recovery_after_seconds:g}: "
             "a shorter one would fail and refund messages still being delivered")
+    if cfg.webhooks.lease_seconds < cfg.webhooks.timeout_seconds + _LEASE_MARGIN:
+        raise ConfigError(
+            f"webhooks.lease_seconds: must be at least webhooks.timeout_seconds + {_LEASE_MARGIN:g} "
+            f"({cfg.webhooks.timeout_seconds + _LEASE_MARGIN:g}), got {cfg.webhooks.lease_seconds:g}: "
+            "a shorter lease runs out while the POST is in flight, and the delivery is POSTed twice")
     if cfg.retention.keep_bodies_hours < 0:
         raise ConfigError("retention.keep_bodies_hours: must be 0 or more")
     if cfg.limits.default_daily_cap < 0:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from relay.config import LimitsConfig, QueueConfig
-from relay.errors import StoreUnavailable
 from relay.events.bounce_intake import envelope_sender
 from relay.events.simulator import Simulator
+from relay.notify_loop import NotifyLoop
 from relay.settle import settle
 from relay.store.queue import QUEUE_CHANNEL, Claim
 from relay.store.store import Store
@@ -62,14 +59,16 @@ class QueueWorker:
     clock: Callable[[], datetime] = utcnow
     bounce_domain: str = ""  # set: VERP envelope senders, as the pipeline's
     key_secret: bytes = b""
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _stopping: bool = False
+    _loop: NotifyLoop = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = NotifyLoop("queue worker", self.store, QUEUE_CHANNEL, self.queue.poll_seconds)
 
     async def deliver_due(self, *, sender: str | None = None, limit: int | None = None) -> Tally:
         """Deliver what is due now, one message at a time at the configured pace."""
         tally = Tally()
         interval = 1.0 / self.queue.rate_per_second
-        while (limit is None or tally.handled < limit) and not self._stopping:
+        while (limit is None or tally.handled < limit) and not self._loop.stopping:
             started = asyncio.get_running_loop().time()
             async with self.store.claim_queued(self.clock(), sender) as claim:
                 if claim is None:
@@ -120,50 +119,19 @@ class QueueWorker:
     def stop(self) -> None:
         """Finish the delivery in hand, claim no more, and let run() return (graceful shutdown:
         cancelling a delivery would roll its claim back after the upstream may have taken it)."""
-        self._stopping = True
-        self._wake.set()
+        self._loop.stop()
 
     def wake(self) -> None:
         """Look for due messages now (a NOTIFY arrived)."""
-        self._wake.set()
-
-    def _on_notify(self, *_: object) -> None:
-        self.wake()
+        self._loop.wake()
 
     async def run(self) -> None:
-        """Until stop(): deliver what is due, then sleep until woken or the poll interval passes."""
-        listener: asyncpg.Connection | None = None
-        try:
-            while not self._stopping:
-                if listener is None or listener.is_closed():
-                    listener = await self._listen()
-                try:
-                    tally = await self.deliver_due()
-                    if tally.handled:
-                        log.info("queue: %d sent, %d failed, %d to retry", tally.sent, tally.failed,
-                                 tally.retried)
-                        continue
-                except StoreUnavailable:
-                    log.warning("queue worker: database trouble, will retry", exc_info=True)
-                except Exception:
-                    # a bug must not stop delivery for good: the claim rolled back, try again later
-                    log.exception("queue worker: unexpected error, will retry")
-                self._wake.clear()
-                if self._stopping:  # stop() came during the delivery: its wake-up was just cleared
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.queue.poll_seconds)
-        finally:
-            if listener is not None:
-                # the listening connection is the worker's own: closing it ends the LISTEN, and
-                # nothing that fails here can keep a pool connection from going back
-                with contextlib.suppress(Exception):
-                    await listener.close()
+        """Until stop(): deliver what is due, then sleep until woken (a NOTIFY on the queue's channel)
+        or the poll interval passes."""
+        await self._loop.run(self._pass)
 
-    async def _listen(self) -> asyncpg.Connection | None:
-        """A connection of its own that LISTENs for releases; the poll interval covers us when it is down."""
-        try:
-            return await self.store.listen(QUEUE_CHANNEL, self._on_notify)
-        except StoreUnavailable:
-            log.warning("queue worker: cannot LISTEN, polling only", exc_info=True)
-            return None
+    async def _pass(self) -> bool:
+        tally = await self.deliver_due()
+        if tally.handled:
+            log.info("queue: %d sent, %d failed, %d to retry", tally.sent, tally.failed, tally.retried)
+        return bool(tally.handled)

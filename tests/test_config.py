@@ -64,6 +64,11 @@ def test_relay_config_env_names_the_file(tmp_path: Path) -> None:
      "server.recovery_after_seconds: must be at least upstream.timeout_seconds + 60 (90), got 60"),
     ("[upstream]\ntimeout_seconds = 300\n", {},
      "server.recovery_after_seconds: must be at least upstream.timeout_seconds + 60 (360), got 300"),
+    ("[webhooks]\nlease_seconds = 10\n", {},
+     "webhooks.lease_seconds: must be at least webhooks.timeout_seconds + 5 (20), got 10"),
+    ("[webhooks]\ntimeout_seconds = 58\n", {},
+     "webhooks.lease_seconds: must be at least webhooks.timeout_seconds + 5 (63), got 60"),
+    ("", {"RELAY_WEBHOOKS_LEASE_SECONDS": "2"}, "webhooks.lease_seconds: must be at least webhooks.timeout_seconds"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, env: dict[str, str],
                                                message: str) -> None:

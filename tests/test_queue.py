@@ -19,7 +19,7 @@ from relay.config import LimitsConfig, QueueConfig
 from relay.queue import PROMISE, QueueWorker
 from relay.store.store import Store
 from relay.upstream.smtp import SmtpUpstream
-from tests.conftest import KEY_SECRET, relay_config, start_relay
+from tests.conftest import KEY_SECRET, eventually, relay_config, start_relay
 from tests.peer import Peer
 from tests.smtp_helpers import message, send
 
@@ -260,6 +260,33 @@ async def test_server_worker_delivers_when_due_and_wakes_on_release(db_dsn, stor
         assert (await store.message(queued))["status"] == "sent"
     finally:
         await live.server.stop(grace=1)
+
+
+async def test_a_wake_up_during_a_pass_that_finds_nothing_is_not_lost(relay) -> None:
+    """A NOTIFY arriving while a pass looks and finds nothing runs the next pass at once, not a poll
+    interval later (the worker used to clear the wake-up after the pass, losing this one)."""
+    t = await relay.tenant(credits=10, daily_cap=0)
+    queued = await queue_one(relay, t)
+    due = (await relay.store.message(queued))["deliver_after"] + timedelta(minutes=1)
+    looks: list[datetime] = []
+
+    def clock() -> datetime:
+        if not looks:  # the first look: not due yet, and the release's NOTIFY comes meanwhile
+            looks.append(due - timedelta(hours=1))
+            w.wake()
+        else:
+            looks.append(due)
+        return looks[-1]
+
+    w = worker(relay.store, relay.peer, clock, QueueConfig(rate_per_second=1000, poll_seconds=30))
+    task = asyncio.create_task(w.run())
+    try:
+        await eventually(lambda: len(relay.peer.messages) == 1, timeout=5, what="the next pass, at once")
+        assert (await relay.store.message(queued))["status"] == "sent"
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 5)
+        await w.upstream.close()
 
 
 async def test_retention_removes_bodies_and_old_rows_in_batches(relay) -> None:

@@ -137,6 +137,57 @@ async def test_retry_after_delays_the_next_try_by_at_least_that_much(live, http,
     assert delivery["next_attempt_at"] >= datetime.now(UTC) + timedelta(seconds=590)
 
 
+@pytest.mark.parametrize("asked", ["999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_huge_retry_after_is_capped_and_the_attempt_recorded(live, http, receiver, asked) -> None:
+    """An overflowing Retry-After once killed the delivery task (the attempt was never recorded, the
+    delivery POSTed again every lease); a far-future date parked it for centuries."""
+    t = await live.tenant(credits=10)
+    receiver.answers["/busy"] = (503, {"Retry-After": asked})
+    hook = await register(http, t, receiver.url("/busy"))
+    before = datetime.now(UTC)
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, hook["id"]), what="the attempt record")
+    [delivery] = await live.store.deliveries(hook["id"])
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    cap = schedule.RETRY_AFTER_CAP
+    assert cap == max(schedule.RETRY_DELAYS)
+    assert before + cap <= delivery["next_attempt_at"] <= datetime.now(UTC) + cap
+    [attempt] = await attempts(live.store, hook["id"])
+    assert attempt["status_code"] == 503 and len(receiver.on("/busy")) == 1
+
+
+async def test_an_unexpected_error_in_a_delivery_is_recorded_as_a_failed_attempt(live, http, receiver,
+                                                                                  caplog) -> None:
+    """A delivery whose task raised was never recorded: claimed again every lease, forever."""
+    t = await live.tenant(credits=10)
+    # a secret the signer refuses (not base64): signing raises inside the delivery task
+    endpoint = await live.store.create_endpoint("we_badsecret", t.account_id, receiver.url(), None, "whsec_!!")
+    before = datetime.now(UTC)
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, endpoint["id"]), what="the attempt record")
+    [attempt] = await attempts(live.store, endpoint["id"])
+    assert attempt["status_code"] == 0 and attempt["error"] == "internal error: BadSecret"
+    [delivery] = await live.store.deliveries(endpoint["id"])
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    assert delivery["next_attempt_at"] >= before + schedule.RETRY_DELAYS[0]  # on schedule, like any failure
+    assert receiver.received == []
+    assert any(r.levelname == "ERROR" and "unexpected error" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_answer_with_nul_bytes_is_recorded(live, http, receiver) -> None:
+    """PostgreSQL text holds no NUL: an answer with one failed every try to record the attempt, and
+    the delivery was POSTed again every lease, forever."""
+    t = await live.tenant(credits=10)
+    receiver.bodies["/binary"] = b"ok\x00\x01 binary"
+    hook = await register(http, t, receiver.url("/binary"))
+    await send(http, t)
+    await eventually(lambda: attempts(live.store, hook["id"]), what="the attempt record")
+    [attempt] = await attempts(live.store, hook["id"])
+    assert attempt["status_code"] == 200 and attempt["response"] == "ok\ufffd\x01 binary"
+    [delivery] = await live.store.deliveries(hook["id"])
+    assert delivery["status"] == "delivered" and len(receiver.received) == 1
+
+
 async def test_410_disables_the_endpoint(live, http, receiver) -> None:
     t = await live.tenant(credits=10)
     receiver.answers["/gone"] = (410, {})
@@ -224,14 +275,23 @@ async def test_two_workers_deliver_every_event_exactly_once(db_dsn, store, recei
     cfg = WebhooksConfig(allow_private_targets=True, poll_seconds=0.05, concurrency=8)
     workers = [WebhookWorker(store, cfg), WebhookWorker(other, cfg)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
+
+    async def all_delivered() -> bool:
+        return bool(await store.pool.fetchval(
+            "SELECT count(*) = 60 FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'delivered'",
+            endpoint["id"]))
+
     try:
-        await eventually(lambda: len(receiver.received) >= 60, timeout=30)
-        await asyncio.sleep(0.3)
+        await eventually(all_delivered, timeout=30, what="60 deliveries recorded as delivered")
+        # then nothing more may arrive: both loops end (no claim under way), and the POSTs still in
+        # flight, a duplicate among them, finish before the count
+        for w in workers:
+            w.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+        for w in workers:
+            await w.stop_and_wait(10)
         ids = [h.headers["webhook-id"] for h in receiver.received]
         assert len(ids) == 60 and len(set(ids)) == 60
-        delivered = await store.pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'delivered'", endpoint["id"])
-        assert delivered == 60
     finally:
         for w in workers:
             await w.stop_and_wait(1)
@@ -285,6 +345,18 @@ def test_the_retry_schedule_is_spec_md_with_jitter() -> None:
     assert schedule.retry_after("120", now) == timedelta(seconds=120)
     assert schedule.retry_after("Thu, 01 Jan 2026 00:10:00 GMT", now) == timedelta(minutes=10)
     assert schedule.retry_after("soon", now) is None
+
+
+def test_retry_after_is_capped_and_odd_values_do_not_raise() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    cap = schedule.RETRY_AFTER_CAP
+    for huge in ("86401", "999999999999", "9" * 30, "9" * 5000, "Fri, 31 Dec 9999 23:59:59 GMT"):
+        assert schedule.retry_after(huge, now) == cap, huge
+    assert schedule.retry_after("0" * 5000 + "7", now) == timedelta(seconds=7)
+    assert schedule.retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now) == timedelta(0)
+    for odd in ("\u00b2", "-5", "Fri, 31 Dec 99999999999999999999 23:59:59 GMT",
+                "Fri, 31 Dec 2026 23:59:59 +99999999999999999999"):
+        assert schedule.retry_after(odd, now) is None, odd
 
 
 async def test_an_endpoint_failing_for_five_days_is_disabled(live, http, receiver) -> None:
@@ -365,8 +437,8 @@ async def test_a_delivery_survives_kill_9_of_relay_serve(db_dsn, store, receiver
     env.update(RELAY_DATABASE_URL=db_dsn, RELAY_SERVER_KEY_SECRET=KEY_SECRET.decode(),
                RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}", RELAY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
                RELAY_UPSTREAM_URL=f"maildir:{tmp_dir / 'maildir'}", RELAY_SERVER_DATA_DIR=str(tmp_dir),
-               RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS="true", RELAY_WEBHOOKS_LEASE_SECONDS="2",
-               RELAY_WEBHOOKS_POLL_SECONDS="0.2", RELAY_QUEUE_WORKER="false")
+               RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS="true", RELAY_WEBHOOKS_TIMEOUT_SECONDS="2",
+               RELAY_WEBHOOKS_LEASE_SECONDS="7", RELAY_WEBHOOKS_POLL_SECONDS="0.2", RELAY_QUEUE_WORKER="false")
     relay_bin = str(Path(sys.executable).parent / "relay")
 
     async def start() -> asyncio.subprocess.Process:

@@ -35,11 +35,12 @@ class Hook:
 
 @dataclass
 class Receiver:
-    """The running receiver: answers per path from `answers` (status, headers), hangs on /hang."""
+    """The running receiver: answers per path from `answers` (status, headers) and `bodies`, hangs on /hang."""
 
     port: int
     received: list[Hook] = field(default_factory=list)
     answers: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    bodies: dict[str, bytes] = field(default_factory=dict)  # the answer's body per path (else "answer <status>")
     release: asyncio.Event = field(default_factory=asyncio.Event)
     hanging: int = 0
 
@@ -62,7 +63,8 @@ def _app(receiver: Receiver) -> Starlette:
             finally:
                 receiver.hanging -= 1
         status, headers = receiver.answers.get(request.url.path, (200, {}))
-        return PlainTextResponse(f"answer {status}", status_code=status, headers=headers)
+        body = receiver.bodies.get(request.url.path, f"answer {status}".encode())
+        return PlainTextResponse(body, status_code=status, headers=headers)
 
     return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
 
