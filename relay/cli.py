@@ -4,38 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
 from typing import Any, NoReturn
 
 from relay import commands, devmode, keys
 from relay import tags as relay_tags
 from relay.addresses import is_valid_sender_pattern
+from relay.commands.output import emit
 from relay.config import Config, ConfigError, load_config
 from relay.devmode import DEV_ACCOUNT, DEV_KEY_NAME, DEV_SENDER_DOMAIN
 from relay.errors import RelayError, StoreError, StoreUnavailable, UsageError
 from relay.runtime import database, key_secret, migrate_database
 from relay.store.base import DATABASE_ERRORS
 from relay.store.store import Store, as_dict
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(type(value).__name__)
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, default=_jsonable) if args.json else text)
 
 
 def _positive(name: str) -> Callable[[str], int]:
@@ -62,14 +46,14 @@ async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> None:
     if not cfg.database.url:
         async with database(cfg):
             pass  # the embedded database is migrated on open
-        _emit(args, {"applied": "embedded"}, "embedded database is up to date")
+        emit(args, {"applied": "embedded"}, "embedded database is up to date")
         return
     try:
         ran = await migrate_database(cfg.database.url)
     except DATABASE_ERRORS as exc:
         raise StoreUnavailable(f"database: {exc}") from exc
     names = [f"{m.version:04d}_{m.name}" for m in ran]
-    _emit(args, {"applied": names}, "applied: " + ", ".join(names) if names else "up to date")
+    emit(args, {"applied": names}, "applied: " + ", ".join(names) if names else "up to date")
 
 
 async def cmd_account_create(store: Store, args: argparse.Namespace) -> None:
@@ -78,7 +62,7 @@ async def cmd_account_create(store: Store, args: argparse.Namespace) -> None:
     if not name or name.isdigit():
         raise UsageError("account name must not be empty or all digits (digits mean an id)")
     account = await store.create_account(name, args.credits)
-    _emit(args, as_dict(account), f"account {account.name} (id {account.id}) with {account.credits} credits")
+    emit(args, as_dict(account), f"account {account.name} (id {account.id}) with {account.credits} credits")
 
 
 async def cmd_account_show(store: Store, args: argparse.Namespace) -> None:
@@ -92,13 +76,13 @@ async def cmd_account_show(store: Store, args: argparse.Namespace) -> None:
     lines += [f"  sender {s.pattern} (daily cap {s.daily_cap if s.daily_cap is not None else 'default'})"
               for s in senders]
     lines += [f"  key {k.id} {k.name!r} {'enabled' if k.enabled else 'DISABLED'}" for k in keys_]
-    _emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
 
 
 async def cmd_account_list(store: Store, args: argparse.Namespace) -> None:
     """List accounts."""
     accounts = await store.list_accounts()
-    _emit(args, [as_dict(a) for a in accounts],
+    emit(args, [as_dict(a) for a in accounts],
           "\n".join(f"{a.id}\t{a.name}\t{a.credits}" for a in accounts) or "no accounts")
 
 
@@ -106,7 +90,7 @@ async def cmd_credits_add(store: Store, args: argparse.Namespace) -> None:
     """Top up an account."""
     account = await store.find_account(args.account)
     balance = await store.add_credits(account.id, args.amount)
-    _emit(args, {"id": account.id, "name": account.name, "credits": balance},
+    emit(args, {"id": account.id, "name": account.name, "credits": balance},
           f"account {account.name}: {balance} credits")
 
 
@@ -118,7 +102,7 @@ async def cmd_sender_add(store: Store, args: argparse.Namespace) -> None:
     account = await store.find_account(args.account)
     rule = await store.add_sender(account.id, pattern, args.daily_cap)
     cap = rule.daily_cap if rule.daily_cap is not None else "default"
-    _emit(args, {"id": account.id, "account": account.name} | as_dict(rule),
+    emit(args, {"id": account.id, "account": account.name} | as_dict(rule),
           f"account {account.name}: sender {rule.pattern} authorized (daily cap {cap})")
 
 
@@ -133,7 +117,7 @@ async def cmd_key_create(store: Store, args: argparse.Namespace) -> None:
     """Create a key and print it once."""
     account = await store.find_account(args.account)
     key_id, full = await _new_key(store, args.secret_key, account.id, args.name, args.rate)
-    _emit(args, {"id": key_id, "key": full, "account_id": account.id, "name": args.name,
+    emit(args, {"id": key_id, "key": full, "account_id": account.id, "name": args.name,
                  "calls_per_minute": args.rate},
           f"key {key_id} for account {account.name}:\n{full}\n(shown once: store it now)")
 
@@ -141,7 +125,7 @@ async def cmd_key_create(store: Store, args: argparse.Namespace) -> None:
 async def cmd_key_toggle(store: Store, args: argparse.Namespace) -> None:
     """Enable or disable a key."""
     info = await store.set_key_enabled(args.key_id, args.enable)
-    _emit(args, as_dict(info), f"key {info.id} {'enabled' if info.enabled else 'disabled'}")
+    emit(args, as_dict(info), f"key {info.id} {'enabled' if info.enabled else 'disabled'}")
 
 
 async def cmd_key_rotate(store: Store, args: argparse.Namespace) -> None:
@@ -149,7 +133,7 @@ async def cmd_key_rotate(store: Store, args: argparse.Namespace) -> None:
     secret = keys.new_secret()
     info = await store.rotate_key(args.key_id, keys.digest(args.secret_key, secret))
     full = keys.format_key(info.id, secret)
-    _emit(args, as_dict(info) | {"key": full},
+    emit(args, as_dict(info) | {"key": full},
           f"key {info.id} rotated:\n{full}\n(shown once: the old secret no longer works)")
 
 
@@ -165,7 +149,7 @@ async def cmd_logs(store: Store, args: argparse.Namespace) -> None:
         + (f" tags={r['tags']}" if r.get("tags") else "")
         for r in rows
     )
-    _emit(args, rows, text or "no messages")
+    emit(args, rows, text or "no messages")
 
 
 async def cmd_queue(store: Store, args: argparse.Namespace) -> None:
@@ -173,7 +157,7 @@ async def cmd_queue(store: Store, args: argparse.Namespace) -> None:
     rows = await store.queued(args.sender)
     text = "\n".join(f"{r['id']} {r['sender']} rcpt={r['recipient_count']} after {r['deliver_after']} "
                      f"attempts={r['attempts']}" for r in rows)
-    _emit(args, rows, text or "queue is empty")
+    emit(args, rows, text or "queue is empty")
 
 
 async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
@@ -192,7 +176,7 @@ async def cmd_queue_release(store: Store, args: argparse.Namespace) -> None:
     finally:
         await upstream.close()
     data = {"released": released, "sent": tally.sent, "failed": tally.failed, "retry_later": tally.retried}
-    _emit(args, data, f"released {released}: {tally.sent} sent, {tally.failed} failed, "
+    emit(args, data, f"released {released}: {tally.sent} sent, {tally.failed} failed, "
                       f"{tally.retried} to retry later")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
+from relay.commands.output import emit
 from relay.config import Config
 from relay.dkim import records, service
 from relay.dkim.dnscheck import Finding
@@ -39,9 +39,6 @@ def register(sub: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--selector", help="only this selector (not the active one)")
 
 
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data) if args.json else text)
-
 
 def _describe(domain: SendingDomain, cfg: Config, *, with_records: bool) -> str:
     """The text form: the domain's state, its keys, and (on add/show/rotate) the records to paste."""
@@ -67,14 +64,14 @@ async def cmd_add(store: Store, args: argparse.Namespace) -> None:
     text = _describe(domain, args.cfg, with_records=True)
     if not domain.trusted:
         text += f"\n\nThen run: relay domain verify {domain.domain}"
-    _emit(args, service.domain_json(domain, args.cfg), text)
+    emit(args, service.domain_json(domain, args.cfg), text)
 
 
 async def cmd_list(store: Store, args: argparse.Namespace) -> None:
     """List sending domains."""
     account_id = (await store.find_account(args.account)).id if args.account else None
     found = await store.list_domains(account_id)
-    _emit(args, [service.domain_json(d) for d in found],
+    emit(args, [service.domain_json(d) for d in found],
           "\n".join(f"{d.domain}\taccount {d.account_id}\t{d.status}\t{'signing' if d.signing else '-'}"
                     for d in found) or "no sending domains")
 
@@ -82,7 +79,7 @@ async def cmd_list(store: Store, args: argparse.Namespace) -> None:
 async def cmd_show(store: Store, args: argparse.Namespace) -> None:
     """One domain with its keys and records."""
     domain = await store.find_domain(service.normalize_domain(args.domain))
-    _emit(args, service.domain_json(domain, args.cfg), _describe(domain, args.cfg, with_records=True))
+    emit(args, service.domain_json(domain, args.cfg), _describe(domain, args.cfg, with_records=True))
 
 
 def _finding_line(finding: Finding) -> str:
@@ -95,7 +92,7 @@ async def cmd_verify(store: Store, args: argparse.Namespace) -> None:
     checked = await service.verify(store, args.cfg, domain)
     text = "\n".join([_describe(checked.domain, args.cfg, with_records=False), "",
                       *(_finding_line(f) for f in checked.findings)])
-    _emit(args, service.domain_json(checked.domain) | {"findings": [f.as_json() for f in checked.findings]}, text)
+    emit(args, service.domain_json(checked.domain) | {"findings": [f.as_json() for f in checked.findings]}, text)
 
 
 async def cmd_rotate(store: Store, args: argparse.Namespace) -> None:
@@ -106,7 +103,7 @@ async def cmd_rotate(store: Store, args: argparse.Namespace) -> None:
     if not args.now:
         text += (f"\n\nPublish the new selector's record beside the old one, then run: relay domain verify "
                  f"{rotated.domain}\n(the new key takes over once seen; remove the old selector later)")
-    _emit(args, service.domain_json(rotated, args.cfg), text)
+    emit(args, service.domain_json(rotated, args.cfg), text)
 
 
 async def cmd_remove(store: Store, args: argparse.Namespace) -> None:
@@ -114,7 +111,7 @@ async def cmd_remove(store: Store, args: argparse.Namespace) -> None:
     name = service.normalize_domain(args.domain)
     if args.selector:
         await store.remove_key(name, service.check_selector(args.selector))
-        _emit(args, {"domain": name, "removed": args.selector}, f"domain {name}: selector {args.selector} removed")
+        emit(args, {"domain": name, "removed": args.selector}, f"domain {name}: selector {args.selector} removed")
         return
     await store.remove_domain(name)
-    _emit(args, {"domain": name, "removed": True}, f"domain {name} removed; its mail is no longer signed")
+    emit(args, {"domain": name, "removed": True}, f"domain {name} removed; its mail is no longer signed")

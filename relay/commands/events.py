@@ -9,16 +9,13 @@ from typing import Any
 
 from relay.addresses import is_valid_address
 from relay.commands import route
+from relay.commands.output import emit
 from relay.config import Config
 from relay.errors import UsageError
 from relay.events.payload import public_event
 from relay.events.routes import public_suppression
 from relay.store.store import Store
 from relay.webhooks import manage
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, default=str) if args.json else text)
 
 
 async def cmd_events(store: Store, args: argparse.Namespace) -> None:
@@ -32,7 +29,7 @@ async def cmd_events(store: Store, args: argparse.Namespace) -> None:
     events = [public_event(e) for e in await store.events(message_id)]
     text = "\n".join(f"{e['timestamp']} {e['type']:22} {e['recipient'] or '-'} {json.dumps(e['data'])}"
                      for e in events)
-    _emit(args, events, text or "no events")
+    emit(args, events, text or "no events")
 
 
 async def cmd_suppression_list(store: Store, args: argparse.Namespace) -> None:
@@ -40,7 +37,7 @@ async def cmd_suppression_list(store: Store, args: argparse.Namespace) -> None:
     account = await store.find_account(args.account)
     entries = [public_suppression(e) for e in await store.suppressions(account.id)]
     text = "\n".join(f"{e['address']}\t{e['reason']}\t{e['createdAt']}" for e in entries)
-    _emit(args, entries, text or "the suppression list is empty")
+    emit(args, entries, text or "the suppression list is empty")
 
 
 async def cmd_suppression_add(store: Store, args: argparse.Namespace) -> None:
@@ -49,7 +46,7 @@ async def cmd_suppression_add(store: Store, args: argparse.Namespace) -> None:
         raise UsageError(f"not an email address: {args.address!r}")
     account = await store.find_account(args.account)
     entry = public_suppression(await store.add_suppression(account.id, args.address, "manual"))
-    _emit(args, entry, f"account {account.name}: {entry['address']} suppressed ({entry['reason']})")
+    emit(args, entry, f"account {account.name}: {entry['address']} suppressed ({entry['reason']})")
 
 
 async def cmd_suppression_remove(store: Store, args: argparse.Namespace) -> None:
@@ -57,7 +54,7 @@ async def cmd_suppression_remove(store: Store, args: argparse.Namespace) -> None
     account = await store.find_account(args.account)
     if not await store.remove_suppression(account.id, args.address):
         raise UsageError(f"{args.address} is not on account {account.name}'s suppression list")
-    _emit(args, {"address": args.address.lower(), "removed": True},
+    emit(args, {"address": args.address.lower(), "removed": True},
           f"account {account.name}: {args.address.lower()} removed from the suppression list")
 
 
@@ -68,7 +65,7 @@ async def cmd_webhook_add(store: Store, args: argparse.Namespace) -> None:
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
     endpoint, secret = await manage.add(store, cfg.webhooks, account.id, args.url, events)
     shown = manage.public(endpoint, secret)
-    _emit(args, shown, f"webhook {shown['id']} for account {account.name} -> {shown['url']}\n"
+    emit(args, shown, f"webhook {shown['id']} for account {account.name} -> {shown['url']}\n"
                        f"secret: {secret}\n(shown once: store it now)")
 
 
@@ -78,21 +75,21 @@ async def cmd_webhook_list(store: Store, args: argparse.Namespace) -> None:
     endpoints = [manage.public(e) | {"account_id": e["account_id"]} for e in await store.endpoints(account_id)]
     text = "\n".join(f"{e['id']}\t{e['account_id']}\t{'enabled' if e['enabled'] else 'DISABLED'}\t{e['url']}\t"
                      f"{','.join(e['events'] or ['all'])}" for e in endpoints)
-    _emit(args, endpoints, text or "no webhook endpoints")
+    emit(args, endpoints, text or "no webhook endpoints")
 
 
 async def cmd_webhook_remove(store: Store, args: argparse.Namespace) -> None:
     """Delete an endpoint."""
     if not await store.remove_endpoint(args.endpoint_id):
         raise UsageError(f"no such webhook endpoint: {args.endpoint_id}")
-    _emit(args, {"id": args.endpoint_id, "removed": True}, f"webhook {args.endpoint_id} removed")
+    emit(args, {"id": args.endpoint_id, "removed": True}, f"webhook {args.endpoint_id} removed")
 
 
 async def cmd_webhook_rotate(store: Store, args: argparse.Namespace) -> None:
     """A new secret, printed once; the old one signs beside it for webhooks.rotation_overlap_hours."""
     cfg: Config = args.cfg
     endpoint, secret = await manage.rotate(store, cfg.webhooks, args.endpoint_id)
-    _emit(args, manage.public(endpoint, secret),
+    emit(args, manage.public(endpoint, secret),
           f"webhook {endpoint['id']}: new secret {secret}\n(shown once; the previous secret keeps signing "
           f"for {cfg.webhooks.rotation_overlap_hours:g} hours)")
 

@@ -4,18 +4,14 @@ secret, until the webhooks feature has a module of its own)."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
+from relay.commands.output import emit
 from relay.errors import StoreError, UsageError
 from relay.inbound.manage import RouteRefused, check_route, route_json
 from relay.outbound import ssrf
 from relay.store.store import Store
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data) if args.json else text)
 
 
 def _integer(value: str) -> int:
@@ -40,14 +36,14 @@ async def cmd_route_add(store: Store, args: argparse.Namespace) -> None:
     text = f"route {route.id}: {route.match} -> {route.url} ({route.format.value}, priority {route.priority})"
     if made:
         text += f"\nsigning secret of {account.name} (every POST is signed with it): {secret}"
-    _emit(args, route_json(route) | {"signing_secret": secret}, text)
+    emit(args, route_json(route) | {"signing_secret": secret}, text)
 
 
 async def cmd_route_list(store: Store, args: argparse.Namespace) -> None:
     """List routes, in the order they are tried."""
     account_id = (await store.find_account(args.account)).id if args.account else None
     routes = await store.list_routes(account_id)
-    _emit(args, [route_json(r) for r in routes],
+    emit(args, [route_json(r) for r in routes],
           "\n".join(f"{r.id}\t{r.account_name}\t{r.priority}\t{r.match}\t{r.format.value}\t{r.url}" for r in routes)
           or "no routes")
 
@@ -56,14 +52,14 @@ async def cmd_route_remove(store: Store, args: argparse.Namespace) -> None:
     """Delete a route."""
     if not await store.remove_route(args.route_id):
         raise StoreError(f"no route {args.route_id!r}")
-    _emit(args, {"id": args.route_id, "removed": True}, f"route {args.route_id} removed")
+    emit(args, {"id": args.route_id, "removed": True}, f"route {args.route_id} removed")
 
 
 async def cmd_webhook_secret(store: Store, args: argparse.Namespace) -> None:
     """Show the account's signing secret (made now if the account has none yet)."""
     account = await store.find_account(args.account)
     secret, _made = await store.ensure_signing_secret(account.id)
-    _emit(args, {"id": account.id, "account": account.name, "secret": secret}, secret)
+    emit(args, {"id": account.id, "account": account.name, "secret": secret}, secret)
 
 
 async def cmd_inbound_logs(store: Store, args: argparse.Namespace) -> None:
@@ -73,7 +69,7 @@ async def cmd_inbound_logs(store: Store, args: argparse.Namespace) -> None:
     lines = [f"{r.created_at:%Y-%m-%d %H:%M:%S} {r.id} {r.route_id} {','.join(r.recipients)} "
              f"from {r.sender or '<>'} {r.size_bytes}B http {r.http_status} -> {r.smtp_reply} ({r.duration_ms} ms)"
              for r in rows]
-    _emit(args, [r.as_json() for r in rows], "\n".join(lines) or "no inbound mail")
+    emit(args, [r.as_json() for r in rows], "\n".join(lines) or "no inbound mail")
 
 
 def _group(sub: Any, name: str, help_: str) -> Any:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from relay.commands.output import emit
 from relay.dashboard import passwords
 from relay.errors import UsageError
 from relay.store.store import Store
-
-
-def _emit(args: argparse.Namespace, data: object, text: str) -> None:
-    print(json.dumps(data) if args.json else text)
 
 
 def read_password(args: argparse.Namespace) -> str:
@@ -40,7 +36,7 @@ async def cmd_user_add(store: Store, args: argparse.Namespace) -> None:
         raise UsageError(f"not an email address: {args.email!r}")
     hashed = await asyncio.to_thread(passwords.hash_password, read_password(args))
     user = await store.add_user(account.id, email, hashed, args.operator)
-    _emit(args, {"email": user.email, "account": account.name, "operator": user.operator},
+    emit(args, {"email": user.email, "account": account.name, "operator": user.operator},
           f"user {user.email} added to account {account.name}"
           + (" (operator: sees every account)" if user.operator else ""))
 
@@ -49,21 +45,21 @@ async def cmd_user_passwd(store: Store, args: argparse.Namespace) -> None:
     """Set a user's password (their sessions end)."""
     hashed = await asyncio.to_thread(passwords.hash_password, read_password(args))
     await store.set_password(args.email, hashed)
-    _emit(args, {"email": args.email.lower(), "password": "changed"},
+    emit(args, {"email": args.email.lower(), "password": "changed"},
           f"password of {args.email.lower()} changed; their sessions have ended")
 
 
 async def cmd_user_remove(store: Store, args: argparse.Namespace) -> None:
     """Remove a user."""
     await store.remove_user(args.email)
-    _emit(args, {"email": args.email.lower(), "removed": True}, f"user {args.email.lower()} removed")
+    emit(args, {"email": args.email.lower(), "removed": True}, f"user {args.email.lower()} removed")
 
 
 async def cmd_user_list(store: Store, args: argparse.Namespace) -> None:
     """List users (of one account, or all)."""
     account_id = (await store.find_account(args.account)).id if args.account else None
     users = await store.list_users(account_id)
-    _emit(args, [{"email": u.email, "account": u.account_name, "operator": u.operator,
+    emit(args, [{"email": u.email, "account": u.account_name, "operator": u.operator,
                   "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None} for u in users],
           "\n".join(f"{u.email}\t{u.account_name}{' operator' if u.operator else ''}" for u in users)
           or "no users")
