@@ -163,6 +163,19 @@ class InboundHandler(SmtpHandler):
                 for route, recipients in routed], size=0)
             return reply
         size = len(data) - 2
+        secrets: dict[int, list[str]] = {}
+        started = time.monotonic()
+        if routed:
+            # before any claimant runs: a 451 here makes the sender retry, and a claimant that had
+            # already taken the message would take it a second time
+            try:
+                secrets = (await self.routes.get()).secrets
+                missing = {route.account_id for route, _ in routed} - secrets.keys()
+                for account_id in missing:  # a route made since the snapshot, under a new account
+                    secrets[account_id] = [(await self.store.ensure_signing_secret(account_id))[0]]
+            except StoreUnavailable:
+                log.warning("inbound: signing secrets unavailable, DATA deferred", exc_info=True)
+                return TEMPORARY
         # the message as received: our Received: line (a fresh queue id and time on every attempt)
         # stays out of it, so a retried message keeps its webhook-id
         with memoryview(data) as view, view[2:] as message:  # released: data is resized just below
@@ -175,15 +188,6 @@ class InboundHandler(SmtpHandler):
         for claimant, recipients in claimed:
             verdicts.append(await claimant.receive(bytes(data), _scoped(facts, recipients)))
         if routed:
-            started = time.monotonic()
-            try:
-                secrets = (await self.routes.get()).secrets
-                missing = {route.account_id for route, _ in routed} - secrets.keys()
-                for account_id in missing:  # a route made since the snapshot, under a new account
-                    secrets[account_id] = [(await self.store.ensure_signing_secret(account_id))[0]]
-            except StoreUnavailable:
-                log.warning("inbound: signing secrets unavailable, DATA deferred", exc_info=True)
-                return TEMPORARY
             batch = deliver.prepare(data, facts, routed, digest)
             if not batch.uses_message:
                 data.clear()  # JSON bodies only from here: the message itself is not held during the POSTs
