@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -143,6 +144,32 @@ async def test_failed_logins_throttled_per_address(db_dsn: str, store: Store, pe
         for i in range(4):  # a different (unknown) user each time: only the address adds up
             assert (await login(client, f"nobody{i}@a.test")).status_code == 401
         assert (await login(client, alice)).status_code == 429
+
+
+async def test_parallel_failed_logins_are_throttled_as_serial_ones(db_dsn: str, store: Store, peer: Peer) -> None:
+    # each guess is counted before its password check: twelve at once cannot all pass a count read first
+    async with live_dashboard(db_dsn, store, peer, login_failures_per_user=3) as live, \
+            httpx.AsyncClient(base_url=base_url(live)) as client:
+        alice, *_ = await _two_tenants(live)
+        csrf = csrf_of((await client.get("/login")).text)  # one form: the cookie jar holds its token
+
+        async def guess() -> int:
+            data = {"csrf": csrf, "email": alice, "password": "wrong password!", "next": "/logs"}
+            return (await client.post("/login", data=data)).status_code
+
+        statuses = await asyncio.gather(*(guess() for _ in range(12)))
+        assert set(statuses) <= {401, 429} and statuses.count(401) == 3, statuses
+        assert (await login(client, alice)).status_code == 429  # even the right password, within the window
+        await store.pool.execute("UPDATE login_failures SET window_start = now() - interval '1 hour'")
+        assert (await login(client, alice)).status_code == 303
+
+
+async def test_successful_logins_do_not_count_against_the_address(db_dsn: str, store: Store, peer: Peer) -> None:
+    async with live_dashboard(db_dsn, store, peer, login_failures_per_address=2) as live, \
+            httpx.AsyncClient(base_url=base_url(live)) as client:
+        alice, bob, *_ = await _two_tenants(live)
+        for email in (alice, bob, alice, bob):  # an attempt is counted first, then taken back when it succeeds
+            assert (await login(client, email)).status_code == 303
 
 
 async def test_a_user_sees_only_their_account(db_dsn: str, store: Store, peer: Peer) -> None:

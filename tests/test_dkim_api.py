@@ -108,6 +108,7 @@ async def test_every_documented_domain_response_is_real(live: LiveRelay, http: h
                 {"domain": "example.com", "ed25519": "yes"}, ["example.com"],
                 {"domain": "example.org"}):  # not a domain any of t's senders is in
         assert (await call("post", "/v1/domains", "/v1/domains", t, bad)).status_code == 400
+    assert (await call("post", "/v1/domains", "/v1/domains", t, {"domain": "x" * 5000})).status_code == 413
     for method, documented, url in operations:
         body = {"domain": "example.net"}
         for who, status in ((None, 401), ("rk_000000000000_nope", 401), (disabled, 403)):

@@ -9,8 +9,10 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from tests.conftest import LiveRelay, Tenant, assert_untouched, relay_config, start_relay
+from tests.http_helpers import raw_http as raw_request
 from tests.smtp_helpers import Raw, message
 
 
@@ -145,6 +147,26 @@ async def test_early_413_reaches_a_client_that_is_still_sending(db_dsn, store, p
         assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
         writer.close()
         await assert_untouched(live, t, 100)
+
+
+@pytest.mark.parametrize(("path", "limit"), [
+    ("/v1/routes", 16 * 1024), ("/v1/webhooks", 16 * 1024), ("/v1/suppressions", 16 * 1024), ("/v1/domains", 4096),
+])
+async def test_feature_routes_refuse_a_large_body_before_reading_it(relay: LiveRelay, path: str, limit: int) -> None:
+    t = await relay.tenant()
+    port = relay.server.port("http")
+    head = f"POST {path} HTTP/1.1\nHost: relay.test\nContent-Type: application/json\nAuthorization: Bearer {t.key}\n"
+    too_large = {"ok": False, "error": f"Body must be under {limit // 1024}KB", "code": "TOO_LARGE"}
+    # a gigabyte declared, a few bytes sent: answered from the header (the body deadline is 120 s)
+    status, headers, payload = await raw_request(port, head + "Content-Length: 1000000000\n", b'{"url": ', timeout=5)
+    assert (status, headers["connection"], json.loads(payload)) == (413, "close", too_large)
+    # no length declared: one chunk over the limit and no end to the body, refused while streaming
+    chunk = f"{limit + 1:x}\r\n".encode() + b" " * (limit + 1) + b"\r\n"
+    status, headers, payload = await raw_request(port, head + "Transfer-Encoding: chunked\n", chunk, timeout=5)
+    assert (status, headers["connection"], json.loads(payload)) == (413, "close", too_large)
+    async with client(relay) as http:  # and a whole body one byte over
+        r = await http.post(path, content=b" " * (limit + 1), headers={"Authorization": f"Bearer {t.key}"})
+    assert (r.status_code, r.json()) == (413, too_large)
 
 
 async def test_partial_header_is_cut_at_the_header_deadline(db_dsn, store, peer) -> None:

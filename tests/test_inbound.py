@@ -310,6 +310,23 @@ async def test_one_post_per_route_and_the_worst_answer(inbound: Inbound, app: Ta
     assert sorted(r.http_status for r in rows) == sorted([first, second])
 
 
+@pytest.mark.parametrize("format_", [Format.JSON, Format.RAW])
+async def test_a_message_sent_again_keeps_its_webhook_id(inbound: Inbound, app: Target, format_: Format) -> None:
+    # docs/inbound.md: a sending server retrying after a 451 delivers the same webhook-id again, although
+    # relay's own Received: line (queue id, time) differs on every attempt
+    account = await inbound.account()
+    await inbound.route(account, "*@inbound.test", app.url("/status/503"), format=format_)
+    original = message()
+    for _ in range(2):
+        code, _, _ = await inbound.smtplib_send("alice@example.org", ["support@inbound.test"], original)
+        assert code == 451
+    first, second = app.received
+    assert first.body != second.body  # the Received: lines differ
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    code, _, _ = await inbound.smtplib_send("alice@example.org", ["support@inbound.test"], message())
+    assert app.received[2].headers["webhook-id"] != first.headers["webhook-id"]  # another message, another id
+
+
 async def test_priority_picks_the_route(inbound: Inbound, app: Target) -> None:
     account = await inbound.account()
     await inbound.route(account, "*@inbound.test", app.url("/status/200?text=wide"), priority=10)

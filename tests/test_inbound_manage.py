@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 import standardwebhooks
@@ -200,6 +201,27 @@ async def test_claimants_take_their_recipients_before_any_route(db_dsn, store, p
         collector.receive = _deferring  # type: ignore[method-assign]
         code, text, _ = await inbound.smtplib_send("", ["b+x@bounces.test", "person@inbound.test"], message())
         assert (code, text) == (451, b"4.3.0 try later")
+
+
+async def test_secrets_unreadable_at_data_is_451_before_any_claimant(db_dsn, store, peer, pg, app: Target) -> None:
+    # the 451 makes the sender send again: a claimant that had taken the message would take it twice
+    async with serve_inbound(db_dsn, store, peer, route_cache_seconds=0.0) as inbound:
+        collector = Collector()
+        channel = inbound.live.server.channel("inbound")
+        channel.inbound_handler.claimants.append(collector)  # type: ignore[attr-defined]
+        account = await inbound.account()
+        await inbound.route(account, "*@inbound.test", app.url("/status/200"))
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=inbound.port) as client:
+            await client.mail("")
+            await client.rcpt("b+tok123@bounces.test")
+            await client.rcpt("person@inbound.test")
+            async with database_unreachable(inbound.live, pg.admin_dsn):
+                with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+                    await client.data(message().encode())
+        assert (deferred.value.code, deferred.value.message) == (451, "4.3.0 temporary failure, try again later")
+        assert collector.got == [] and app.received == []
+        code, _, _ = await inbound.smtplib_send("", ["b+tok123@bounces.test", "person@inbound.test"], message())
+        assert code == 250 and len(collector.got) == 1 and len(app.received) == 1  # and once it is back
 
 
 async def _deferring(data: bytes, envelope: Envelope) -> Verdict:

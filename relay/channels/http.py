@@ -272,10 +272,21 @@ class Api:
             return principal
         return await self.pipeline.open_call(principal, CHANNEL)
 
-    async def read_body(self, request: Request, held: contextlib.AsyncExitStack) -> bytes | None:
-        """The body, or None once over the limit of /v1/send (feature routes: a batch as a whole);
-        held: the request's exit stack, where a large body keeps its place until the request ends."""
-        return await self._read_body(request, held)
+    async def read_body(self, request: Request, held: contextlib.AsyncExitStack, *,
+                        limit: int | None = None) -> bytes | None:
+        """The body, or None once over limit bytes (default: the limit of /v1/send; feature routes: a
+        batch as a whole); held: the request's exit stack, where a large body keeps its place until
+        the request ends."""
+        return await self._read_body(request, held, limit)
+
+    async def small_body(self, request: Request, limit: int) -> bytes | Response:
+        """A feature route's body of at most limit bytes, or the 413 to answer (never read past the
+        limit: refused from Content-Length at once, or while streaming)."""
+        async with contextlib.AsyncExitStack() as held:
+            body = await self._read_body(request, held, limit)
+        if body is None:
+            return self._unread(failure(413, f"Body must be under {size_text(limit)}", Outcome.TOO_LARGE.value))
+        return body
 
     async def _principal(self, request: Request) -> Principal | Result:
         """The key check, throttled per client address as SMTP's AUTH is (delay, then 429)."""
@@ -293,11 +304,13 @@ class Api:
             metrics.AUTH_FAILURES.labels(CHANNEL).inc()
         return result
 
-    async def _read_body(self, request: Request, held: contextlib.AsyncExitStack) -> bytes | None:
-        """The body, or None as soon as it is known to be over the limit; a large one only while
-        holding a place among LARGE_BODIES (held until the request ends)."""
+    async def _read_body(self, request: Request, held: contextlib.AsyncExitStack,
+                         limit: int | None = None) -> bytes | None:
+        """The body, or None as soon as it is known to be over limit (default: max_body); a large
+        one only while holding a place among LARGE_BODIES (held until the request ends)."""
+        limit = self.max_body if limit is None else limit
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        if declared.isdigit() and int(declared) > limit:
             return None
         large = declared.isdigit() and int(declared) > LARGE_BODY
         if large:
@@ -308,7 +321,7 @@ class Api:
             if len(body) > LARGE_BODY and not large:  # no (or a false) Content-Length
                 large = True
                 await held.enter_async_context(self.large_bodies)
-            if len(body) > self.max_body:
+            if len(body) > limit:
                 return None
         return bytes(body)
 

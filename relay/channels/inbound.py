@@ -10,6 +10,7 @@ is ever relayed anywhere: a recipient no route (and no claimant) takes is refuse
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
 import time
@@ -162,15 +163,11 @@ class InboundHandler(SmtpHandler):
                 for route, recipients in routed], size=0)
             return reply
         size = len(data) - 2
-        received = hygiene.format_received(
-            helo=session.host_name, peer_ip=server.peer_ip, hostname=self.hostname,
-            protocol="ESMTPS" if tls else "ESMTP", queue_id=uuid.uuid4().hex[:16], when=datetime.now(UTC))
-        data[:2] = f"Received: {received}\r\n".encode("ascii")  # over the DATA line's CRLF, in place
-        verdicts: list[replies.Verdict] = []
-        for claimant, recipients in claimed:
-            verdicts.append(await claimant.receive(bytes(data), _scoped(facts, recipients)))
+        secrets: dict[int, list[str]] = {}
+        started = time.monotonic()
         if routed:
-            started = time.monotonic()
+            # before any claimant runs: a 451 here makes the sender retry, and a claimant that had
+            # already taken the message would take it a second time
             try:
                 secrets = (await self.routes.get()).secrets
                 missing = {route.account_id for route, _ in routed} - secrets.keys()
@@ -179,7 +176,19 @@ class InboundHandler(SmtpHandler):
             except StoreUnavailable:
                 log.warning("inbound: signing secrets unavailable, DATA deferred", exc_info=True)
                 return TEMPORARY
-            batch = deliver.prepare(data, facts, routed)
+        # the message as received: our Received: line (a fresh queue id and time on every attempt)
+        # stays out of it, so a retried message keeps its webhook-id
+        with memoryview(data) as view, view[2:] as message:  # released: data is resized just below
+            digest = hashlib.sha256(message).digest()
+        received = hygiene.format_received(
+            helo=session.host_name, peer_ip=server.peer_ip, hostname=self.hostname,
+            protocol="ESMTPS" if tls else "ESMTP", queue_id=uuid.uuid4().hex[:16], when=datetime.now(UTC))
+        data[:2] = f"Received: {received}\r\n".encode("ascii")  # over the DATA line's CRLF, in place
+        verdicts: list[replies.Verdict] = []
+        for claimant, recipients in claimed:
+            verdicts.append(await claimant.receive(bytes(data), _scoped(facts, recipients)))
+        if routed:
+            batch = deliver.prepare(data, facts, routed, digest)
             if not batch.uses_message:
                 data.clear()  # JSON bodies only from here: the message itself is not held during the POSTs
             deliveries = await deliver.post_all(self.client, batch, secrets, timeout=self.cfg.post_timeout_seconds)

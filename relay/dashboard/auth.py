@@ -56,9 +56,11 @@ def routes(dash: Dash) -> list[Route]:
         email = form.get("email", "").strip().lower()
         password = form.get("password", "")
         scopes = _throttle_scopes(request, email)
-        address_failures = await dash.store.login_failures(scopes[:1], window)
-        user_failures = await dash.store.login_failures(scopes[1:], window)
-        if address_failures >= cfg.login_failures_per_address or user_failures >= cfg.login_failures_per_user:
+        # counted before the check, taken back unless it fails: parallel guesses see each other,
+        # so no more than the limit of them ever reach the password check
+        address_count, user_count = await dash.store.count_login_attempt(scopes, window)
+        if address_count > cfg.login_failures_per_address or user_count > cfg.login_failures_per_user:
+            await dash.store.uncount_login_attempt(scopes)  # refused unchecked: not a failed login
             minutes = max(1, round(cfg.login_window_seconds / 60))
             response = login_page(request, 429, email=email,
                                   error=f"Too many failed logins. Wait up to {minutes} minutes and try again.")
@@ -68,12 +70,12 @@ def routes(dash: Dash) -> list[Route]:
         # argon2 is CPU work of a fifth of a second: off the event loop, so other requests keep flowing
         ok = await asyncio.to_thread(passwords.verify_password, password, user.password_hash if user else None)
         if user is None or not ok:
-            await dash.store.note_login_failure(scopes, window)
-            log.info("dashboard: failed login for %r from %s", email, scopes[0])
+            log.info("dashboard: failed login for %r from %s", email, scopes[0])  # the attempt stays counted
             return login_page(request, 401, email=email, error="Wrong email or password.")
         if passwords.needs_rehash(user.password_hash):
             rehashed = await asyncio.to_thread(passwords.hash_password, password)
             await dash.store.set_password(user.email, rehashed, end_sessions=False)
+        await dash.store.uncount_login_attempt(scopes[:1])
         await dash.store.clear_login_failures(scopes[1])
         token = new_token()  # a fresh token at every login: no session fixation
         await dash.store.open_session(user, token, new_token(), timedelta(hours=cfg.session_hours))

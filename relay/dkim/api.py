@@ -76,9 +76,11 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse({"ok": True, "domains": [service.domain_json(d) for d in found]})
 
     async def add_domain(principal: Principal, request: Request) -> Response:
-        body = await request.body()
+        body = await api.small_body(request, _MAX_BODY)  # never buffered past _MAX_BODY
+        if isinstance(body, Response):
+            return body
         try:
-            doc = json.loads(body) if len(body) <= _MAX_BODY else None
+            doc = json.loads(body)
         except ValueError:
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("domain"), str):
@@ -192,6 +194,7 @@ PATHS: dict[str, Any] = {
                 "400": _failure("Not a JSON object with a valid domain (and selector), or a domain none of the "
                                 "account's authorized senders is in.", "INVALID"),
                 "409": _failure("The domain is already a sending domain.", "CONFLICT"),
+                "413": _failure("The body is over 4 KB.", "TOO_LARGE"),
                 **_AUTH_FAILURES,
             },
         },

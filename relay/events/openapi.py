@@ -39,6 +39,7 @@ _ENDPOINT_ID = [{"name": "endpointId", "in": "path", "required": True, "schema":
 _ADDRESS = [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}]
 _NOT_FOUND = {"404": {"description": "No such item in the key's account.", **_FAILURE}}
 _INVALID = {"400": {"description": "The body is not valid; `error` says why.", **_FAILURE}}
+_TOO_LARGE = {"413": {"description": "The body is over 16 KB (refused before it is read past that).", **_FAILURE}}
 
 PATHS: dict[str, Any] = {
     "/v1/webhooks": {
@@ -52,7 +53,7 @@ PATHS: dict[str, Any] = {
                  "requestBody": {"required": True, "content": _json(_ref("WebhookRequest"))},
                  "responses": {"201": {"description": "Created, with `secret`.",
                                        "content": _json(_one("WebhookEndpoint", "webhook"))},
-                               **_INVALID, **_COMMON}},
+                               **_INVALID, **_TOO_LARGE, **_COMMON}},
     },
     "/v1/webhooks/{endpointId}": {
         "delete": {"operationId": "removeWebhook", "summary": "Remove an endpoint.", "security": _BEARER,
@@ -81,7 +82,7 @@ PATHS: dict[str, Any] = {
                      "properties": {"address": {"type": "string"}}, "additionalProperties": False})},
                  "responses": {"201": {"description": "Suppressed.",
                                        "content": _json(_one("Suppression", "suppression"))},
-                               **_INVALID, **_COMMON}},
+                               **_INVALID, **_TOO_LARGE, **_COMMON}},
     },
     "/v1/suppressions/{address}": {
         "delete": {"operationId": "removeSuppression", "summary": "Mail an address again.", "security": _BEARER,

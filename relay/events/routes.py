@@ -39,10 +39,11 @@ def public_suppression(entry: dict[str, Any]) -> dict[str, Any]:
             "createdAt": _iso(entry["created_at"]), "expiresAt": _iso(entry["expires_at"])}
 
 
-async def _json_body(request: Request) -> dict[str, Any] | None:
-    body = await request.body()
-    if len(body) > _MAX_BODY:
-        return None
+async def _json_body(api: Api, request: Request) -> dict[str, Any] | Response | None:
+    """The body's JSON object; a Response (413) when the body is over _MAX_BODY; None when it is not one."""
+    body = await api.small_body(request, _MAX_BODY)  # never buffered past _MAX_BODY
+    if isinstance(body, Response):
+        return body
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -76,7 +77,9 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse({"ok": True, "webhooks": [manage.public(e) for e in endpoints]})
 
     async def add_webhook(request: Request, principal: Principal) -> Response:
-        doc = await _json_body(request)
+        doc = await _json_body(api, request)
+        if isinstance(doc, Response):
+            return doc
         if doc is None or not isinstance(doc.get("url"), str) or set(doc) - {"url", "events"}:
             return _failure(400, "expected a JSON object with url and optional events", "INVALID")
         events = doc.get("events")
@@ -103,7 +106,9 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse({"ok": True, "suppressions": [public_suppression(e) for e in entries]})
 
     async def add_suppression(request: Request, principal: Principal) -> Response:
-        doc = await _json_body(request)
+        doc = await _json_body(api, request)
+        if isinstance(doc, Response):
+            return doc
         address = doc.get("address") if doc is not None else None
         if not isinstance(address, str) or set(doc or {}) != {"address"} or not is_valid_address(address):
             return _failure(400, "expected a JSON object with a valid address", "INVALID")

@@ -55,9 +55,9 @@ def routes(api: Api) -> list[Route]:
         principal = await caller(request)
         if isinstance(principal, Response):
             return principal
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return failure(413, f"Body must be under {MAX_BODY // 1024}KB", "TOO_LARGE")
+        body = await api.small_body(request, MAX_BODY)  # never buffered past MAX_BODY
+        if isinstance(body, Response):
+            return body
         try:
             doc: Any = json.loads(body)
         except ValueError:

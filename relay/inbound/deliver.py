@@ -62,9 +62,11 @@ def webhook_id(route: Route, digest: bytes) -> str:
 
 
 def prepare(data: bytes | bytearray, envelope: payload.Envelope,
-            groups: Sequence[tuple[Route, tuple[str, ...]]]) -> Batch:
-    """Every route's request: JSON parsed once for all JSON routes, raw routes as a view of data."""
-    digest = hashlib.sha256(data).digest()
+            groups: Sequence[tuple[Route, tuple[str, ...]]], digest: bytes) -> Batch:
+    """Every route's request: JSON parsed once for all JSON routes, raw routes as a view of data.
+
+    digest is the SHA-256 of the message as received, without relay's own Received: line (that line
+    differs on every attempt), so that a retried message keeps its webhook-id."""
     parsed: dict[str, Any] | None = None
     requests: list[Request] = []
     uses_message = False

@@ -132,23 +132,28 @@ class UserStore(StoreBase):
 
     # -- throttling ----------------------------------------------------------------------
 
-    async def login_failures(self, scopes: list[str], window: timedelta) -> int:
-        """The most failures any of these scopes has within the current window."""
-        value = await self.pool.fetchval(
-            "SELECT coalesce(max(failures), 0) FROM login_failures "
-            "WHERE scope = ANY($1::text[]) AND window_start > now() - $2::interval", scopes, window)
-        return int(value)
+    async def count_login_attempt(self, scopes: list[str], window: timedelta) -> list[int]:
+        """Count one login attempt against each scope (a window that has passed starts over) and
+        return each scope's count, this attempt included, in the order of scopes.
 
-    async def note_login_failure(self, scopes: list[str], window: timedelta) -> None:
-        """Count one failed login against each scope (a window that has passed starts over)."""
-        await self.pool.execute(
+        Counted before the password is checked, so that attempts made in parallel each see the
+        others (a count read first and written after the check let them all pass)."""
+        records = await self.pool.fetch(
             "INSERT INTO login_failures (scope, failures, window_start) "
             "SELECT s, 1, now() FROM unnest($1::text[]) AS s "
             "ON CONFLICT (scope) DO UPDATE SET "
             "failures = CASE WHEN login_failures.window_start > now() - $2::interval "
             "THEN login_failures.failures + 1 ELSE 1 END, "
             "window_start = CASE WHEN login_failures.window_start > now() - $2::interval "
-            "THEN login_failures.window_start ELSE now() END", scopes, window)
+            "THEN login_failures.window_start ELSE now() END "
+            "RETURNING scope, failures", scopes, window)
+        counts = {r["scope"]: int(r["failures"]) for r in records}
+        return [counts[scope] for scope in scopes]
+
+    async def uncount_login_attempt(self, scopes: list[str]) -> None:
+        """Take back an attempt counted by count_login_attempt that turned out not to be a failure."""
+        await self.pool.execute(
+            "UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE scope = ANY($1::text[])", scopes)
 
     async def clear_login_failures(self, scope: str) -> None:
         """Forget a scope's failures (a successful login clears its account's count)."""
