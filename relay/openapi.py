@@ -8,30 +8,21 @@ from relay import openapi_parity
 from relay.dkim import api as dkim_api
 from relay.events import openapi as events_openapi
 from relay.inbound import openapi as inbound_openapi
-
-
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+from relay.openapi_parts import BEARER, RETRY_AFTER, as_json, ref
 
 
 def _envelope(schema: str, *codes: str) -> dict[str, Any]:
     """The failure envelope `schema` narrowed to these codes."""
-    return {**_ref("schemas", schema), "properties": {"code": {"enum": list(codes)}}}
+    return {**ref("schemas", schema), "properties": {"code": {"enum": list(codes)}}}
 
 
 def _failure(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """A failure response whose body carries one of `codes` and no messageId."""
-    response = {"description": description, "content": _json(_envelope("Failure", *codes))}
+    response = {"description": description, "content": as_json(_envelope("Failure", *codes))}
     return response | ({"headers": headers} if headers else {})
 
 
-_RETRY_AFTER = {"Retry-After": _ref("headers", "RetryAfter")}
-_REPLAYED = {"Idempotent-Replayed": _ref("headers", "IdempotentReplayed")}
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_REPLAYED = {"Idempotent-Replayed": ref("headers", "IdempotentReplayed")}
 _NULL = {"type": "null"}
 _ADDRESS = {"type": "string", "description": "An address, `addr@domain` or `Display Name <addr@domain>`."}
 _ADDRESSES = {"type": "array", "items": _ADDRESS, "maxItems": 100}  # limits.max_recipients (default 100)
@@ -65,16 +56,16 @@ DOCUMENT: dict[str, Any] = {
                     "the body size, the JSON, the fields and recipients, html + text size, the sender's "
                     "authorization, the balance; then the debit, the daily cap and the relay upstream."
                 ),
-                "security": _BEARER,
-                "parameters": [_ref("parameters", "IdempotencyKey")],
-                "requestBody": {"required": True, "content": _json(_ref("schemas", "SendRequest"))},
+                "security": BEARER,
+                "parameters": [ref("parameters", "IdempotencyKey")],
+                "requestBody": {"required": True, "content": as_json(ref("schemas", "SendRequest"))},
                 "responses": {
                     "200": {"description": "Relayed (charged), or every recipient suppressed (`status: "
                                            "suppressed`: nothing sent or charged).", "headers": _REPLAYED,
-                            "content": _json(_ref("schemas", "Accepted"))},
+                            "content": as_json(ref("schemas", "Accepted"))},
                     "202": {"description": "Over the sender's daily cap: stored, charged, delivered within "
                                            "24 hours.", "headers": _REPLAYED,
-                            "content": _json(_ref("schemas", "Accepted"))},
+                            "content": as_json(ref("schemas", "Accepted"))},
                     "400": _failure("The body is not a valid send request, the sender is not authorized, or "
                                     "the Idempotency-Key is unusable; `error` says which. Nothing charged.",
                                     "INVALID"),
@@ -93,16 +84,16 @@ DOCUMENT: dict[str, Any] = {
                                     "(`Body must be under 10MB`); decided from Content-Length or while "
                                     "streaming.", "TOO_LARGE"),
                     "429": _failure("The key's rate limit (calls per rolling minute).", "RATE_LIMITED",
-                                    headers=_RETRY_AFTER),
+                                    headers=RETRY_AFTER),
                     "502": {"description": "The upstream refused the message permanently; refunded, logged "
                                            "as failed.", "headers": _REPLAYED,
-                            "content": _json(_envelope("LoggedFailure", "RELAY_FAILED"))},
+                            "content": as_json(_envelope("LoggedFailure", "RELAY_FAILED"))},
                     "503": {
                         "description": "The upstream is unavailable (`UPSTREAM_UNAVAILABLE`: refunded, logged, "
                                        "with its messageId) or a transient failure inside relay "
                                        "(`TEMPORARY`: nothing charged).",
-                        "headers": _RETRY_AFTER,
-                        "content": _json({"oneOf": [_envelope("LoggedFailure", "UPSTREAM_UNAVAILABLE"),
+                        "headers": RETRY_AFTER,
+                        "content": as_json({"oneOf": [_envelope("LoggedFailure", "UPSTREAM_UNAVAILABLE"),
                                                     _envelope("Failure", "TEMPORARY")]}),
                     },
                 },
@@ -112,14 +103,14 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "getMessage",
                 "summary": "The log row of one of the key's account's messages.",
-                "security": _BEARER,
+                "security": BEARER,
                 "parameters": [{"name": "messageId", "in": "path", "required": True,
                                 "description": "A messageId from /v1/send.", "schema": {"type": "string"}}],
                 "responses": {
-                    "200": {"description": "The log row.", "content": _json(_ref("schemas", "Message"))},
+                    "200": {"description": "The log row.", "content": as_json(ref("schemas", "Message"))},
                     **_KEY_FAILURES,
-                    "404": _ref("responses", "NotFound"),
-                    "503": _failure("The database is unreachable.", "TEMPORARY", headers=_RETRY_AFTER),
+                    "404": ref("responses", "NotFound"),
+                    "503": _failure("The database is unreachable.", "TEMPORARY", headers=RETRY_AFTER),
                 },
             },
         },
@@ -127,7 +118,7 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "health",
                 "summary": "Liveness: the process answers.",
-                "responses": {"200": {"description": "Alive.", "content": _json(_ref("schemas", "Ok"))}},
+                "responses": {"200": {"description": "Alive.", "content": as_json(ref("schemas", "Ok"))}},
             },
         },
         "/readyz": {
@@ -135,8 +126,8 @@ DOCUMENT: dict[str, Any] = {
                 "operationId": "ready",
                 "summary": "Readiness: the database answers.",
                 "responses": {
-                    "200": {"description": "Ready.", "content": _json(_ref("schemas", "Ok"))},
-                    "503": _failure("The database is not reachable.", "TEMPORARY", headers=_RETRY_AFTER),
+                    "200": {"description": "Ready.", "content": as_json(ref("schemas", "Ok"))},
+                    "503": _failure("The database is not reachable.", "TEMPORARY", headers=RETRY_AFTER),
                 },
             },
         },
@@ -152,7 +143,7 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "operationId": "openapi",
                 "summary": "This document.",
-                "responses": {"200": {"description": "The OpenAPI document.", "content": _json(
+                "responses": {"200": {"description": "The OpenAPI document.", "content": as_json(
                     {"type": "object", "required": ["openapi", "info", "paths"],
                      "properties": {"openapi": {"const": "3.1.0"}}})}},
             },
@@ -180,11 +171,11 @@ DOCUMENT: dict[str, Any] = {
         "responses": {
             "NotFound": {"description": "No such route, or (GET /v1/messages) no such message of this "
                                         "account, or not a UUID.",
-                         "content": _json(_envelope("Failure", "NOT_FOUND"))},
+                         "content": as_json(_envelope("Failure", "NOT_FOUND"))},
             "MethodNotAllowed": {"description": "The path exists, the method does not.",
                                  "headers": {"Allow": {"description": "The methods the path takes.",
                                                        "required": True, "schema": {"type": "string"}}},
-                                 "content": _json(_envelope("Failure", "METHOD_NOT_ALLOWED"))},
+                                 "content": as_json(_envelope("Failure", "METHOD_NOT_ALLOWED"))},
         },
         "schemas": {
             "SendRequest": {
@@ -277,8 +268,8 @@ DOCUMENT: dict[str, Any] = {
                     "updatedAt": {"type": "string", "format": "date-time"},
                     "finishedAt": {"type": ["string", "null"], "format": "date-time"},
                     "subject": {"type": ["string", "null"]},
-                    "recipients": {"type": "array", "items": _ref("schemas", "Recipient")},
-                    "events": {"type": "array", "items": _ref("schemas", "Event")},
+                    "recipients": {"type": "array", "items": ref("schemas", "Recipient")},
+                    "events": {"type": "array", "items": ref("schemas", "Event")},
                 },
                 "additionalProperties": False,
             },

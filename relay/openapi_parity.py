@@ -7,34 +7,20 @@ import copy
 from typing import Any
 
 from relay.attachments import MAX_ATTACHMENTS
+from relay.openapi_parts import BEARER, RETRY_AFTER, as_json, failure, ref
 from relay.parity import MAX_BATCH, MAX_BATCH_KEY
 from relay.tags import MAX_METADATA_BYTES, MAX_TAGS
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _failure(description: str, *codes: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    schema = {**_ref("schemas", "Failure"), "properties": {"code": {"enum": list(codes)}}}
-    return {"description": description, "content": _json(schema)} | ({"headers": headers} if headers else {})
-
-
 def _resend_error(description: str, *names: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    schema = {**_ref("schemas", "ResendError"), "properties": {"name": {"enum": list(names)}}}
-    return {"description": description, "content": _json(schema)} | ({"headers": headers} if headers else {})
+    schema = {**ref("schemas", "ResendError"), "properties": {"name": {"enum": list(names)}}}
+    return {"description": description, "content": as_json(schema)} | ({"headers": headers} if headers else {})
 
 
-_RETRY_AFTER = {"Retry-After": _ref("headers", "RetryAfter")}
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _TAG_PART = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"}
 _KEY_FAILURES = {
-    "401": _failure("No bearer token, or an unknown one.", "KEY_MISSING", "KEY_INVALID"),
-    "403": _failure("The key is disabled.", "KEY_DISABLED"),
+    "401": failure("No bearer token, or an unknown one.", "KEY_MISSING", "KEY_INVALID"),
+    "403": failure("The key is disabled.", "KEY_DISABLED"),
 }
 _THROTTLED = "Too many failed key checks from this address (the shared AUTH throttle)"
 _MESSAGE_ID = {"name": "messageId", "in": "path", "required": True, "schema": {"type": "string"},
@@ -44,7 +30,7 @@ _EMAIL_ID = {"name": "emailId", "in": "path", "required": True, "schema": {"type
 _RESEND_KEY = {
     "401": _resend_error("No bearer token.", "missing_api_key"),
     "403": _resend_error("An unknown or disabled key.", "invalid_api_key"),
-    "429": _resend_error(f"{_THROTTLED}.", "rate_limit_exceeded", headers=_RETRY_AFTER),
+    "429": _resend_error(f"{_THROTTLED}.", "rate_limit_exceeded", headers=RETRY_AFTER),
 }
 
 SEND_FIELDS: dict[str, Any] = {
@@ -107,25 +93,25 @@ PATHS: dict[str, Any] = {
             "description": "The body is a JSON array of send requests. One call against the rate limit; "
                            "with an Idempotency-Key (at most 250 characters) the batch as a whole is "
                            "replayed, or refused with 409 when another batch used the key.",
-            "security": _BEARER,
-            "parameters": [{**_ref("parameters", "IdempotencyKey")}],
-            "requestBody": {"required": True, "content": _json(
-                {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _ref("schemas", "SendRequest")})},
+            "security": BEARER,
+            "parameters": [{**ref("parameters", "IdempotencyKey")}],
+            "requestBody": {"required": True, "content": as_json(
+                {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": ref("schemas", "SendRequest")})},
             "responses": {
-                "200": {"description": "Every message accepted.", "content": _json(_ref("schemas", "BatchResult"))},
+                "200": {"description": "Every message accepted.", "content": as_json(ref("schemas", "BatchResult"))},
                 "207": {"description": "Some messages refused or failed; each result says which.",
-                        "content": _json(_ref("schemas", "BatchResult"))},
-                "400": _failure("Not a JSON array of 1-100 items, or an unusable Idempotency-Key. Nothing "
+                        "content": as_json(ref("schemas", "BatchResult"))},
+                "400": failure("Not a JSON array of 1-100 items, or an unusable Idempotency-Key. Nothing "
                                 "sent.", "INVALID"),
                 **_KEY_FAILURES,
-                "409": _failure("The Idempotency-Key was used by another batch, or that batch is still "
+                "409": failure("The Idempotency-Key was used by another batch, or that batch is still "
                                 "running.", "IDEMPOTENCY_MISMATCH", "IDEMPOTENCY_IN_FLIGHT",
                                 headers={"Retry-After": {"description": "With IDEMPOTENCY_IN_FLIGHT.",
                                                          "schema": {"type": "integer", "minimum": 1}}}),
-                "413": _failure("The request body is over the limit of /v1/send.", "TOO_LARGE"),
-                "429": _failure(f"The key's rate limit, or: {_THROTTLED}.", "RATE_LIMITED", headers=_RETRY_AFTER),
-                "503": _failure("A transient failure inside relay; nothing charged.", "TEMPORARY",
-                                headers=_RETRY_AFTER),
+                "413": failure("The request body is over the limit of /v1/send.", "TOO_LARGE"),
+                "429": failure(f"The key's rate limit, or: {_THROTTLED}.", "RATE_LIMITED", headers=RETRY_AFTER),
+                "503": failure("A transient failure inside relay; nothing charged.", "TEMPORARY",
+                                headers=RETRY_AFTER),
             },
         },
     },
@@ -133,12 +119,12 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "resendSend",
             "summary": "Resend-compatible send (docs/api.md lists the fields relay takes).",
-            "security": _BEARER,
-            "parameters": [_ref("parameters", "IdempotencyKey")],
-            "requestBody": {"required": True, "content": _json({"type": "object"})},
+            "security": BEARER,
+            "parameters": [ref("parameters", "IdempotencyKey")],
+            "requestBody": {"required": True, "content": as_json({"type": "object"})},
             "responses": {
                 "200": {"description": "Accepted (sent, queued or scheduled).",
-                        "content": _json(_ref("schemas", "ResendId"))},
+                        "content": as_json(ref("schemas", "ResendId"))},
                 **_RESEND_KEY,
                 "409": _resend_error("Idempotency-Key conflicts.", "invalid_idempotent_request",
                                      "concurrent_idempotent_requests"),
@@ -158,11 +144,11 @@ PATHS: dict[str, Any] = {
             "operationId": "resendBatch",
             "summary": "Resend-compatible batch: strict by default; `x-batch-validation: permissive` sends "
                        "the valid ones and lists the others in `errors`.",
-            "security": _BEARER,
-            "requestBody": {"required": True, "content": _json({"type": "array", "maxItems": MAX_BATCH})},
+            "security": BEARER,
+            "requestBody": {"required": True, "content": as_json({"type": "array", "maxItems": MAX_BATCH})},
             "responses": {
                 "200": {"description": "The ids of the accepted emails, and the refused ones.",
-                        "content": _json(_ref("schemas", "ResendBatch"))},
+                        "content": as_json(ref("schemas", "ResendBatch"))},
                 **_RESEND_KEY,
                 "422": _resend_error("An invalid email (strict), or not an array.", "validation_error",
                                      "missing_required_field"),
@@ -173,10 +159,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "resendGet",
             "summary": "Resend's email object, from relay's log row.",
-            "security": _BEARER,
+            "security": BEARER,
             "parameters": [_EMAIL_ID],
             "responses": {
-                "200": {"description": "The email.", "content": _json(_ref("schemas", "ResendEmail"))},
+                "200": {"description": "The email.", "content": as_json(ref("schemas", "ResendEmail"))},
                 **_RESEND_KEY,
                 "404": _resend_error("No such email of this account.", "not_found"),
             },
@@ -186,10 +172,10 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "resendCancel",
             "summary": "Cancel a scheduled email; refunded.",
-            "security": _BEARER,
+            "security": BEARER,
             "parameters": [_EMAIL_ID],
             "responses": {
-                "200": {"description": "Cancelled.", "content": _json(_ref("schemas", "ResendObject"))},
+                "200": {"description": "Cancelled.", "content": as_json(ref("schemas", "ResendObject"))},
                 **_RESEND_KEY,
                 "404": _resend_error("No such email of this account.", "not_found"),
                 "422": _resend_error("The email is not scheduled (any more).", "validation_error"),
@@ -201,14 +187,14 @@ PATHS: dict[str, Any] = {
 CANCEL: dict[str, Any] = {
     "operationId": "cancelMessage",
     "summary": "Cancel a scheduled message before its time; the credits come back.",
-    "security": _BEARER,
+    "security": BEARER,
     "parameters": [_MESSAGE_ID],
     "responses": {
-        "200": {"description": "Cancelled and refunded.", "content": _json(_ref("schemas", "Cancelled"))},
+        "200": {"description": "Cancelled and refunded.", "content": as_json(ref("schemas", "Cancelled"))},
         **_KEY_FAILURES,
-        "404": _ref("responses", "NotFound"),
-        "409": _failure("The message is not scheduled (sent, failed, already cancelled).", "NOT_CANCELLABLE"),
-        "429": _failure(f"{_THROTTLED}.", "RATE_LIMITED", headers=_RETRY_AFTER),
+        "404": ref("responses", "NotFound"),
+        "409": failure("The message is not scheduled (sent, failed, already cancelled).", "NOT_CANCELLABLE"),
+        "429": failure(f"{_THROTTLED}.", "RATE_LIMITED", headers=RETRY_AFTER),
     },
 }
 
@@ -225,7 +211,7 @@ SCHEMAS: dict[str, Any] = {
     "ResendObject": {"type": "object", "required": ["object", "id"], "additionalProperties": False,
                      "properties": {"object": {"const": "email"}, "id": {"type": "string", "format": "uuid"}}},
     "ResendBatch": {"type": "object", "required": ["data"], "additionalProperties": False, "properties": {
-        "data": {"type": "array", "items": _ref("schemas", "ResendId")},
+        "data": {"type": "array", "items": ref("schemas", "ResendId")},
         "errors": {"type": "array", "items": {"type": "object", "required": ["index", "message"],
                                               "properties": {"index": {"type": "integer"},
                                                              "message": {"type": "string"}}}}}},

@@ -84,12 +84,15 @@ class Inbound:
 
 
 @contextlib.asynccontextmanager
-async def serve_inbound(db_dsn: str, store: Store, peer: Peer, **inbound: Any) -> AsyncIterator[Inbound]:
-    """A relay whose inbound listener is on 127.0.0.1:0 (private targets allowed unless told)."""
+async def serve_inbound(db_dsn: str, store: Store, peer: Peer, *, smtp: dict[str, Any] | None = None,
+                        **inbound: Any) -> AsyncIterator[Inbound]:
+    """A relay whose inbound listener is on 127.0.0.1:0 (private targets allowed unless told); smtp:
+    settings of [smtp] (the key-check throttle lives there)."""
     settings: dict[str, Any] = {"listen": "127.0.0.1:0", "allow_private_targets": True, "post_timeout_seconds": 5.0,
                                 "route_cache_seconds": 0.0}
     settings.update(inbound)
-    live = await start_relay(relay_config(db_dsn, peer.url, inbound=settings), store, peer)
+    live = await start_relay(relay_config(db_dsn, peer.url, inbound=settings, **({"smtp": smtp} if smtp else {})),
+                             store, peer)
     try:
         yield Inbound(live)
     finally:

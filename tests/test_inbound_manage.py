@@ -80,7 +80,9 @@ def _auth(key: str | None) -> dict[str, str]:
 
 async def test_routes_api_against_the_document(db_dsn, store, peer, pg, app: Target) -> None:
     c = Conformance()
-    async with serve_inbound(db_dsn, store, peer) as inbound:
+    # a few dozen wrong-key calls are made on purpose before the shared AUTH throttle (429) trips
+    throttle = {"auth_failures_before_delay": 59, "auth_failures_before_refusal": 60}
+    async with serve_inbound(db_dsn, store, peer, smtp=throttle) as inbound:
         live = inbound.live
         mine = await live.tenant(sender="app@inbound.test")
         other = await live.tenant(sender="app@other.test")
@@ -151,6 +153,15 @@ async def test_routes_api_against_the_document(db_dsn, store, peer, pg, app: Tar
             deleted = c.check(await http.delete(f"/v1/routes/{route['id']}", headers=_auth(mine.key)), delete)
             assert deleted.status_code == 200 and deleted.json() == {"ok": True, "id": route["id"]}
             assert await store.list_routes(mine.account_id) == []
+
+            for _ in range(70):  # wrong keys until this address is refused: then every route says 429
+                if (await http.get("/v1/routes", headers=_auth("rk_000000000000_nope"))).status_code == 429:
+                    break
+            assert (await post({"match": "*@inbound.test", "url": app.url("/x")})).status_code == 429
+            assert c.check(await http.get("/v1/routes", headers=_auth(mine.key)), "/v1/routes").status_code == 429
+            assert c.check(await http.get(f"/v1/inbound/{row.id}", headers=_auth(mine.key)), path).status_code == 429
+            assert c.check(await http.delete(f"/v1/routes/{route['id']}", headers=_auth(mine.key)),
+                           delete).status_code == 429
         for path_, method in (("/v1/routes", "get"), ("/v1/routes", "post"), (delete, "delete"), (path, "get")):
             c.assert_all_produced(path_, method)
 

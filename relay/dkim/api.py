@@ -23,6 +23,7 @@ from relay.dkim.dnscheck import DnsUnavailable
 from relay.dkim.outbound import SigningUpstream
 from relay.domain import Principal
 from relay.errors import StoreError, StoreUnavailable, UsageError
+from relay.openapi_parts import BEARER, KEY_FAILURES, as_json, failure, ref
 
 if TYPE_CHECKING:
     from relay.channels.http import Api
@@ -148,53 +149,34 @@ def _first_line(exc: Exception) -> str:
 
 # -- the OpenAPI fragment (merged into relay/openapi.py's DOCUMENT) ---------------------------------
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _failure(description: str, *codes: str, retry_after: bool = False) -> dict[str, Any]:
-    schema = {**_ref("schemas", "Failure"), "properties": {"code": {"enum": list(codes)}}}
-    response: dict[str, Any] = {"description": description, "content": _json(schema)}
-    if retry_after:
-        response["headers"] = {"Retry-After": _ref("headers", "RetryAfter")}
-    return response
-
-
 CODES = ["CONFLICT"]  # failure codes only these routes use (added to the Failure schema)
 _AUTH_FAILURES = {
-    "401": _failure("No bearer token, or an unknown one.", "KEY_MISSING", "KEY_INVALID"),
-    "403": _failure("The key is disabled.", "KEY_DISABLED"),
-    "429": _failure("Too many failed key checks from this address (the shared AUTH throttle).", "RATE_LIMITED",
-                    retry_after=True),
-    "503": _failure("The database (or, for verify, DNS) did not answer.", "TEMPORARY", retry_after=True),
+    **KEY_FAILURES,
+    "503": failure("The database (or, for verify, DNS) did not answer.", "TEMPORARY", retry_after=True),
 }
 _DOMAIN_PARAMETER = [{"name": "domain", "in": "path", "required": True, "description": "The domain name.",
                       "schema": {"type": "string"}}]
-_NOT_FOUND = {"404": _failure("Not one of this account's sending domains.", "NOT_FOUND")}
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+_NOT_FOUND = {"404": failure("Not one of this account's sending domains.", "NOT_FOUND")}
+_SECURITY = BEARER
 
 PATHS: dict[str, Any] = {
     "/v1/domains": {
         "get": {
             "operationId": "listDomains", "summary": "The account's sending domains.", "security": _SECURITY,
-            "responses": {"200": {"description": "The domains.", "content": _json(_ref("schemas", "DomainList"))},
+            "responses": {"200": {"description": "The domains.", "content": as_json(ref("schemas", "DomainList"))},
                           **_AUTH_FAILURES},
         },
         "post": {
             "operationId": "addDomain", "security": _SECURITY,
             "summary": "Add a sending domain: a DKIM key (RSA-2048, and Ed25519 when asked) and the records to "
                        "publish. Mail is signed for it once `verify` sees the DKIM record.",
-            "requestBody": {"required": True, "content": _json(_ref("schemas", "AddDomain"))},
+            "requestBody": {"required": True, "content": as_json(ref("schemas", "AddDomain"))},
             "responses": {
-                "201": {"description": "Added.", "content": _json(_ref("schemas", "DomainWithRecords"))},
-                "400": _failure("Not a JSON object with a valid domain (and selector), or a domain none of the "
+                "201": {"description": "Added.", "content": as_json(ref("schemas", "DomainWithRecords"))},
+                "400": failure("Not a JSON object with a valid domain (and selector), or a domain none of the "
                                 "account's authorized senders is in.", "INVALID"),
-                "409": _failure("The domain is already a sending domain.", "CONFLICT"),
-                "413": _failure("The body is over 4 KB.", "TOO_LARGE"),
+                "409": failure("The domain is already a sending domain.", "CONFLICT"),
+                "413": failure("The body is over 4 KB.", "TOO_LARGE"),
                 **_AUTH_FAILURES,
             },
         },
@@ -203,13 +185,14 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getDomain", "summary": "One sending domain, its keys and the records to publish.",
             "security": _SECURITY, "parameters": _DOMAIN_PARAMETER,
-            "responses": {"200": {"description": "The domain.", "content": _json(_ref("schemas", "DomainWithRecords"))},
+            "responses": {"200": {"description": "The domain.",
+                                  "content": as_json(ref("schemas", "DomainWithRecords"))},
                           **_NOT_FOUND, **_AUTH_FAILURES},
         },
         "delete": {
             "operationId": "removeDomain", "summary": "Remove a sending domain; its mail is no longer signed.",
             "security": _SECURITY, "parameters": _DOMAIN_PARAMETER,
-            "responses": {"200": {"description": "Removed.", "content": _json(_ref("schemas", "DomainRemoved"))},
+            "responses": {"200": {"description": "Removed.", "content": as_json(ref("schemas", "DomainRemoved"))},
                           **_NOT_FOUND, **_AUTH_FAILURES},
         },
     },
@@ -218,7 +201,7 @@ PATHS: dict[str, Any] = {
             "operationId": "verifyDomain", "security": _SECURITY, "parameters": _DOMAIN_PARAMETER,
             "summary": "Look the domain's records up in DNS; a selector whose key is published becomes verified "
                        "(and, after a rotation, takes over). SPF and DMARC are reported as advice.",
-            "responses": {"200": {"description": "What was found.", "content": _json(_ref("schemas", "Verified"))},
+            "responses": {"200": {"description": "What was found.", "content": as_json(ref("schemas", "Verified"))},
                           **_NOT_FOUND, **_AUTH_FAILURES},
         },
     },
@@ -251,7 +234,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["pending", "verified"]}, "trusted": {"type": "boolean"},
             "signing": {"type": "boolean", "description": "Mail from this domain is DKIM-signed now."},
             "createdAt": {"type": "string", "format": "date-time"},
-            "keys": {"type": "array", "items": _ref("schemas", "DkimKey")},
+            "keys": {"type": "array", "items": ref("schemas", "DkimKey")},
         },
     },
     "DnsRecord": {
@@ -265,16 +248,16 @@ SCHEMAS: dict[str, Any] = {
     },
     "DomainList": {
         "type": "object", "required": ["ok", "domains"],
-        "properties": {"ok": {"const": True}, "domains": {"type": "array", "items": _ref("schemas", "Domain")}},
+        "properties": {"ok": {"const": True}, "domains": {"type": "array", "items": ref("schemas", "Domain")}},
     },
     "DomainWithRecords": {
-        "allOf": [_ref("schemas", "Domain"), {
+        "allOf": [ref("schemas", "Domain"), {
             "type": "object", "required": ["ok", "records"],
-            "properties": {"ok": {"const": True}, "records": {"type": "array", "items": _ref("schemas", "DnsRecord")}},
+            "properties": {"ok": {"const": True}, "records": {"type": "array", "items": ref("schemas", "DnsRecord")}},
         }],
     },
     "Verified": {
-        "allOf": [_ref("schemas", "Domain"), {
+        "allOf": [ref("schemas", "Domain"), {
             "type": "object", "required": ["ok", "findings"],
             "properties": {"ok": {"const": True}, "findings": {"type": "array", "items": {
                 "type": "object", "required": ["purpose", "name", "ok", "detail", "found"],

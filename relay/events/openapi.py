@@ -5,18 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from relay.events.payload import EVENT_TYPES
+from relay.openapi_parts import BEARER, as_json, ref
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-_FAILURE = {"content": _json(_ref("Failure"))}
+_BEARER = BEARER
+_FAILURE = {"content": as_json(ref("schemas", "Failure"))}
 _COMMON = {
     "401": {"description": "No bearer token or an unknown one.", **_FAILURE},
     "403": {"description": "The key is disabled.", **_FAILURE},
@@ -26,13 +18,13 @@ _COMMON = {
 
 def _list_of(name: str, field: str) -> dict[str, Any]:
     return {"type": "object", "required": ["ok", field],
-            "properties": {"ok": {"const": True}, field: {"type": "array", "items": _ref(name)}},
+            "properties": {"ok": {"const": True}, field: {"type": "array", "items": ref("schemas", name)}},
             "additionalProperties": False}
 
 
 def _one(name: str, field: str) -> dict[str, Any]:
     return {"type": "object", "required": ["ok", field],
-            "properties": {"ok": {"const": True}, field: _ref(name)}, "additionalProperties": False}
+            "properties": {"ok": {"const": True}, field: ref("schemas", name)}, "additionalProperties": False}
 
 
 _ENDPOINT_ID = [{"name": "endpointId", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -46,19 +38,19 @@ PATHS: dict[str, Any] = {
         "get": {"operationId": "listWebhooks", "summary": "The account's webhook endpoints (no secrets).",
                 "security": _BEARER,
                 "responses": {"200": {"description": "Endpoints.",
-                                      "content": _json(_list_of("WebhookEndpoint", "webhooks"))}, **_COMMON}},
+                                      "content": as_json(_list_of("WebhookEndpoint", "webhooks"))}, **_COMMON}},
         "post": {"operationId": "addWebhook",
                  "summary": "Register an endpoint; its whsec_ secret is in this answer only.",
                  "security": _BEARER,
-                 "requestBody": {"required": True, "content": _json(_ref("WebhookRequest"))},
+                 "requestBody": {"required": True, "content": as_json(ref("schemas", "WebhookRequest"))},
                  "responses": {"201": {"description": "Created, with `secret`.",
-                                       "content": _json(_one("WebhookEndpoint", "webhook"))},
+                                       "content": as_json(_one("WebhookEndpoint", "webhook"))},
                                **_INVALID, **_TOO_LARGE, **_COMMON}},
     },
     "/v1/webhooks/{endpointId}": {
         "delete": {"operationId": "removeWebhook", "summary": "Remove an endpoint.", "security": _BEARER,
                    "parameters": _ENDPOINT_ID,
-                   "responses": {"200": {"description": "Removed.", "content": _json(_ref("Ok"))},
+                   "responses": {"200": {"description": "Removed.", "content": as_json(ref("schemas", "Ok"))},
                                  **_NOT_FOUND, **_COMMON}},
     },
     "/v1/webhooks/{endpointId}/rotate-secret": {
@@ -67,27 +59,27 @@ PATHS: dict[str, Any] = {
                             "webhooks.rotation_overlap_hours.",
                  "security": _BEARER, "parameters": _ENDPOINT_ID,
                  "responses": {"200": {"description": "Rotated, with `secret`.",
-                                       "content": _json(_one("WebhookEndpoint", "webhook"))},
+                                       "content": as_json(_one("WebhookEndpoint", "webhook"))},
                                **_NOT_FOUND, **_COMMON}},
     },
     "/v1/suppressions": {
         "get": {"operationId": "listSuppressions", "summary": "The account's suppression list.",
                 "security": _BEARER,
                 "responses": {"200": {"description": "Suppressed addresses.",
-                                      "content": _json(_list_of("Suppression", "suppressions"))}, **_COMMON}},
+                                      "content": as_json(_list_of("Suppression", "suppressions"))}, **_COMMON}},
         "post": {"operationId": "addSuppression", "summary": "Suppress an address (reason `manual`).",
                  "security": _BEARER,
-                 "requestBody": {"required": True, "content": _json({
+                 "requestBody": {"required": True, "content": as_json({
                      "type": "object", "required": ["address"],
                      "properties": {"address": {"type": "string"}}, "additionalProperties": False})},
                  "responses": {"201": {"description": "Suppressed.",
-                                       "content": _json(_one("Suppression", "suppression"))},
+                                       "content": as_json(_one("Suppression", "suppression"))},
                                **_INVALID, **_TOO_LARGE, **_COMMON}},
     },
     "/v1/suppressions/{address}": {
         "delete": {"operationId": "removeSuppression", "summary": "Mail an address again.", "security": _BEARER,
                    "parameters": _ADDRESS,
-                   "responses": {"200": {"description": "Removed.", "content": _json(_ref("Ok"))},
+                   "responses": {"200": {"description": "Removed.", "content": as_json(ref("schemas", "Ok"))},
                                  **_NOT_FOUND, **_COMMON}},
     },
 }

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.openapi_parts import BEARER, KEY_FAILURES, as_json, failure, ref
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _failure(description: str, *codes: str, retry_after: bool = False) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": _json(
-        {**_ref("schemas", "Failure"), "properties": {"code": {"enum": list(codes)}}})}
-    if retry_after:
-        response["headers"] = {"Retry-After": _ref("headers", "RetryAfter")}
-    return response
-
-
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_BEARER = BEARER
 _COMMON = {
-    "401": _failure("No bearer token (`KEY_MISSING`) or an unknown one (`KEY_INVALID`).", "KEY_MISSING",
-                    "KEY_INVALID"),
-    "403": _failure("The key is disabled.", "KEY_DISABLED"),
-    "503": _failure("The database is unreachable.", "TEMPORARY", retry_after=True),
+    **KEY_FAILURES,
+    "503": failure("The database is unreachable.", "TEMPORARY", retry_after=True),
 }
-_NOT_FOUND = _failure("No such item of this account.", "NOT_FOUND")
+_NOT_FOUND = failure("No such item of this account.", "NOT_FOUND")
 
 PATHS: dict[str, Any] = {
     "/v1/routes": {
@@ -36,7 +19,7 @@ PATHS: dict[str, Any] = {
             "operationId": "listRoutes",
             "summary": "The account's inbound routes, in the order they are tried.",
             "security": _BEARER,
-            "responses": {"200": {"description": "The routes.", "content": _json(_ref("schemas", "RouteList"))},
+            "responses": {"200": {"description": "The routes.", "content": as_json(ref("schemas", "RouteList"))},
                           **_COMMON},
         },
         "post": {
@@ -48,12 +31,12 @@ PATHS: dict[str, Any] = {
                 "https and resolve to public addresses (unless `inbound.allow_private_targets`). Every POST "
                 "to it is signed with the account's Standard Webhooks secret (`relay webhook secret`)."),
             "security": _BEARER,
-            "requestBody": {"required": True, "content": _json(_ref("schemas", "RouteRequest"))},
+            "requestBody": {"required": True, "content": as_json(ref("schemas", "RouteRequest"))},
             "responses": {
-                "201": {"description": "Created.", "content": _json(_ref("schemas", "RouteCreated"))},
-                "400": _failure("Not JSON, unknown fields, a bad match, a refused URL, or a domain that is not "
+                "201": {"description": "Created.", "content": as_json(ref("schemas", "RouteCreated"))},
+                "400": failure("Not JSON, unknown fields, a bad match, a refused URL, or a domain that is not "
                                 "the account's.", "INVALID"),
-                "413": _failure("The body is over 16 KB.", "TOO_LARGE"),
+                "413": failure("The body is over 16 KB.", "TOO_LARGE"),
                 **_COMMON,
             },
         },
@@ -64,7 +47,7 @@ PATHS: dict[str, Any] = {
             "summary": "Delete one of the account's routes.",
             "security": _BEARER,
             "parameters": [{"name": "routeId", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "Deleted.", "content": _json(_ref("schemas", "RouteDeleted"))},
+            "responses": {"200": {"description": "Deleted.", "content": as_json(ref("schemas", "RouteDeleted"))},
                           **_COMMON, "404": _NOT_FOUND},
         },
     },
@@ -74,7 +57,7 @@ PATHS: dict[str, Any] = {
             "summary": "One row of the account's inbound log: a message at one route.",
             "security": _BEARER,
             "parameters": [{"name": "inboundId", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "The log row.", "content": _json(_ref("schemas", "InboundRecord"))},
+            "responses": {"200": {"description": "The log row.", "content": as_json(ref("schemas", "InboundRecord"))},
                           **_COMMON, "404": _NOT_FOUND},
         },
     },
@@ -101,9 +84,9 @@ SCHEMAS: dict[str, Any] = {
     "Route": _ROUTE,
     "RouteList": {"type": "object", "required": ["ok", "routes"], "additionalProperties": False,
                   "properties": {"ok": {"const": True},
-                                 "routes": {"type": "array", "items": _ref("schemas", "Route")}}},
+                                 "routes": {"type": "array", "items": ref("schemas", "Route")}}},
     "RouteCreated": {"type": "object", "required": ["ok", "route"], "additionalProperties": False,
-                     "properties": {"ok": {"const": True}, "route": _ref("schemas", "Route")}},
+                     "properties": {"ok": {"const": True}, "route": ref("schemas", "Route")}},
     "RouteDeleted": {"type": "object", "required": ["ok", "id"], "additionalProperties": False,
                      "properties": {"ok": {"const": True}, "id": {"type": "string"}}},
     "RouteRequest": {
