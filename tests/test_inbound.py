@@ -184,6 +184,11 @@ async def test_oversize_declared_in_size_is_552_at_mail_from(db_dsn, store, peer
         assert await asyncio.to_thread(run) == (552, b"5.3.4 message size exceeds the fixed maximum message size")
         assert app.received == []
 
+        def before_helo() -> tuple[int, bytes]:  # the session's order: HELO first, then the size
+            with smtplib.SMTP("127.0.0.1", inbound.port, timeout=10) as client:
+                return client.docmd("MAIL", "FROM:<a@example.org> SIZE=5000")
+        assert (await asyncio.to_thread(before_helo))[0] == 503
+
 
 async def test_oversize_data_is_552_with_the_routes_text_and_never_posted(db_dsn, store, peer, app: Target) -> None:
     async with serve_inbound(db_dsn, store, peer, max_message_bytes=1000) as inbound:

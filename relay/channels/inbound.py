@@ -248,38 +248,17 @@ class InboundSMTP(RelaySMTP):
         """No AUTH on the inbound listener."""
         await self.push("502 5.5.1 AUTH is not available on this server")
 
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        """MAIL FROM: an oversize SIZE= declaration is refused at once, 552 5.3.4 (RFC 1870)."""
-        if arg:
-            for param in arg.upper().split()[1:]:
-                key, _, value = param.partition("=")
-                if key == "SIZE" and value.isdigit() and int(value) > self.channel.max_message_bytes:
-                    MESSAGES.labels("oversize").inc()
-                    await self.push("552 5.3.4 message size exceeds the fixed maximum message size")
-                    return
-        # RelaySMTP's own SIZE check applies to authenticated (submission) sessions only
-        await super().smtp_MAIL(arg)
+    async def size_refusal(self, size: int) -> str | None:
+        """An oversize SIZE= declaration is refused at once, 552 5.3.4 (RFC 1870)."""
+        if size <= self.channel.max_message_bytes:
+            return None
+        MESSAGES.labels("oversize").inc()
+        return "552 5.3.4 message size exceeds the fixed maximum message size"
 
-    async def smtp_DATA(self, arg: str | None) -> None:
-        """DATA: read with the submission reader, POST to the routes, answer with the worst verdict."""
-        if not await self.check_data_allowed(arg):
-            return
-        self.in_data = True
-        try:
-            # as on the submission listener: after a DATA timeout nothing was posted, the client
-            # has heard why and is being closed
-            read = await self.read_message()
-            if read is None:
-                return
-            data, bare, _dotted = read
-            # the POSTs and their log rows run to the end even if the client hangs up meanwhile
-            reply = await asyncio.shield(self.channel.receive(self, data, bare))
-            self.envelope = Envelope()
-            await self.push(reply)
-        finally:
-            self.in_data = False
-        if self.channel.draining:
-            self.say_goodbye()
+    async def deliver(self, data: bytearray | None, bare: bool, dotted: bool) -> str:
+        """POST the message to its routes; the reply is the worst verdict. The POSTs and their log rows
+        run to the end even if the client hangs up meanwhile."""
+        return await asyncio.shield(self.channel.receive(self, data, bare))
 
 
 class InboundChannel(SmtpChannel):

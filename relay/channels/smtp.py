@@ -255,19 +255,10 @@ class RelaySMTP(SmtpSession):
         self.session.auth_data = result
         await self.push("235 2.7.0 Authentication successful")
 
-    # MAIL: SIZE= answered with 550 (docs/contract.md), not RFC 1870's 552 ------------------------------
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        """MAIL FROM, with an oversize SIZE= declaration refused as docs/contract.md says (550)."""
-        if arg and self.session.authenticated:
-            for param in arg.upper().split()[1:]:
-                key, _, value = param.partition("=")
-                if key == "SIZE" and value.isdigit():
-                    problem = self.channel.pipeline.check_size(int(value))
-                    if problem:
-                        await self.push(self.channel.answer(problem))
-                        return
-        await super().smtp_MAIL(arg)
+    async def size_refusal(self, size: int) -> str | None:
+        """An oversize SIZE= declaration: 550 as docs/contract.md says (not RFC 1870's 552), counted."""
+        problem = self.channel.pipeline.check_size(size)
+        return self.channel.answer(problem) if problem else None
 
     # DATA: read in bulk, strict CRLF.CRLF, limit enforced while reading -----------------------
 
@@ -299,42 +290,46 @@ class RelaySMTP(SmtpSession):
             return None
 
     async def smtp_DATA(self, arg: str | None) -> None:
-        """DATA: read, check, prepare, submit through the pipeline, answer from the table."""
+        """DATA: read, then deliver (here: check, prepare, submit through the pipeline) and answer."""
         if not await self.check_data_allowed(arg):
             return
-        txn: Transaction = self.envelope.txn
         self.in_data = True
         try:
             read = await self.read_message()
             if read is None:
                 return
-            data, bare, dotted = read
-            if data is None:
-                too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
-                assert too_large is not None
-                result = too_large
-            elif bare:
-                result = Result(Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
-                                "send CRLF line endings", enhanced="5.6.11")
-            elif b"\x00" in data:  # one memchr; a NUL is in no valid message (RFC 5322 2.3)
-                result = Result(Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0")
-            else:
-                # (the idle timer runs only while the session waits for the client: a slow
-                # upstream does not trip it)
-                message = self._message(data, dot_free=not dotted)  # data is edited in place
-                # the session is cancelled when the client hangs up: once a send may be
-                # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
-                if isinstance(message, Result):  # X-Relay-Tags / X-Relay-Metadata malformed
-                    result = message
-                else:
-                    result = await self.channel.pipeline.submit_detached(txn, message, self.channel.gone)
-                del message
+            reply = await self.deliver(*read)
             self.envelope = Envelope()
-            await self.push(self.channel.answer(result))
+            await self.push(reply)
         finally:
             self.in_data = False
         if self.channel.draining:
             self.say_goodbye()
+
+    async def deliver(self, data: bytearray | None, bare: bool, dotted: bool) -> str:
+        """The reply to the message read (None: over the size limit): checked, submitted, answered."""
+        txn: Transaction = self.envelope.txn
+        if data is None:
+            too_large = self.channel.pipeline.check_size(self.channel.max_message_bytes + 1)
+            assert too_large is not None
+            result = too_large
+        elif bare:
+            result = Result(Outcome.INVALID, reason="message data contains a bare CR or LF (RFC 5321 2.3.8); "
+                            "send CRLF line endings", enhanced="5.6.11")
+        elif b"\x00" in data:  # one memchr; a NUL is in no valid message (RFC 5322 2.3)
+            result = Result(Outcome.INVALID, reason="message data contains a NUL byte", enhanced="5.6.0")
+        else:
+            # (the idle timer runs only while the session waits for the client: a slow
+            # upstream does not trip it)
+            message = self._message(data, dot_free=not dotted)  # data is edited in place
+            # the session is cancelled when the client hangs up: once a send may be
+            # admitted it runs to its recorded end (sent, or failed and refunded), as over HTTP
+            if isinstance(message, Result):  # X-Relay-Tags / X-Relay-Metadata malformed
+                result = message
+            else:
+                result = await self.channel.pipeline.submit_detached(txn, message, self.channel.gone)
+            del message
+        return self.channel.answer(result)
 
     def _message(self, data: bytearray, *, dot_free: bool) -> Message | Result:
         """Parse the header facts and add the trace and missing headers, in data itself.

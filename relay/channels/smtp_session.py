@@ -389,6 +389,10 @@ class SmtpSession(asyncio.Protocol):
         """The EHLO reply lines (the last without '-'); a listener may add its own."""
         return lines
 
+    async def size_refusal(self, size: int) -> str | None:
+        """The reply refusing a MAIL FROM's declared SIZE= (None: go on); a listener has its own limit."""
+        return None
+
     async def on_mail(self, address: str, options: list[str]) -> str:
         """MAIL FROM, after the syntax checks: the reply."""
         self.envelope.mail_from = address
@@ -549,6 +553,10 @@ class SmtpSession(asyncio.Protocol):
             return
         if params:
             await self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
+            return
+        refusal = None if size is None else await self.size_refusal(int(size))
+        if refusal:
+            await self.push(refusal)
             return
         self.envelope.smtp_utf8 = smtputf8
         self.envelope.body_8bit = body == "8BITMIME"
