@@ -59,7 +59,9 @@ _MAX_REPLY_TEXT = 400
 
 def _clean(text: str) -> str:
     """Reply text: one line, printable ASCII, bounded."""
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+    flat = " ".join(text.split())
     return flat.encode("ascii", "replace").decode()[:_MAX_REPLY_TEXT]
 
 

@@ -32,8 +32,9 @@ _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 def _reply(code: int, message: str) -> str:
     """An upstream reply as relay records and quotes it: one line of printable text (a NUL from the
     upstream would make PostgreSQL refuse the outcome's row, and the outcome would never land)."""
-    printable = "".join(ch if ch.isprintable() else " " for ch in message)
-    return f"{code} {' '.join(printable.split())}"[:500]
+    if not message.isprintable():
+        message = "".join(ch if ch.isprintable() else " " for ch in message)
+    return f"{code} {' '.join(message.split())}"[:500]
 
 
 def _verdict(code: int) -> Verdict:
