@@ -62,6 +62,8 @@ class NotifyLoop:
                 # cleared before the pass, not after: a NOTIFY or stop() during the pass, after its
                 # last look for work, must end the wait below at once, not a poll interval later
                 self._wake.clear()
+                if self._stopping:  # stop() came while the LISTEN was being set up: its wake-up is gone
+                    break
                 try:
                     if await one_pass():
                         await asyncio.sleep(self.gather_seconds)

@@ -289,6 +289,19 @@ async def test_a_wake_up_during_a_pass_that_finds_nothing_is_not_lost(relay) -> 
         await w.upstream.close()
 
 
+async def test_a_worker_stopped_as_it_starts_ends_at_once(relay) -> None:
+    """stop() while the loop is still setting up its LISTEN must not be forgotten (relay dev stopped
+    right after its banner used to wait out the poll interval)."""
+    w = worker(relay.store, relay.peer, lambda: datetime.now(UTC), QueueConfig(poll_seconds=30))
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep(0)  # run() is under way, awaiting its LISTEN connection
+    w.stop()
+    try:
+        await asyncio.wait_for(task, 5)
+    finally:
+        await w.upstream.close()
+
+
 async def test_retention_removes_bodies_and_old_rows_in_batches(relay) -> None:
     t = await relay.tenant(credits=100, daily_cap=0)
     ids = [await queue_one(relay, t) for _ in range(5)]
