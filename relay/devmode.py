@@ -64,7 +64,9 @@ def dev_config(cfg: Config, data_dir: str | None, explicit: set[str]) -> Config:
     cfg = cfg.replace("smtp", listen=smtp_listen, allow_plaintext_auth=plaintext,
                       hostname=cfg.smtp.hostname if "smtp.hostname" in explicit else DEV_HOSTNAME)
     cfg = cfg.replace("http", listen=cfg.http.listen if "http.listen" in explicit else DEV_HTTP_LISTEN)
-    cfg = cfg.replace("webhooks", allow_private_targets=True)  # the app under development is local
+    # the app under development is local (unless the user said otherwise, as for inbound below)
+    cfg = cfg.replace("webhooks", allow_private_targets=cfg.webhooks.allow_private_targets
+                      if "webhooks.allow_private_targets" in explicit else True)
     # the inbound listener, POSTing to apps on this machine: on 2526, or beside a listen address the user
     # chose for SMTP (same host, any free port: two dev instances side by side must not collide)
     inbound_listen = DEV_INBOUND_LISTEN if "smtp.listen" not in explicit else \

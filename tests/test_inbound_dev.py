@@ -32,6 +32,14 @@ def test_dev_inbound_defaults(tmp_path: Path) -> None:
     assert (cfg.inbound.listen, cfg.inbound.allow_private_targets) == ("127.0.0.1:2600", False)
 
 
+def test_dev_lets_webhooks_reach_local_apps_unless_told_not_to(tmp_path: Path) -> None:
+    plain = dev_config(load_config(None, env={}), str(tmp_path), explicit_keys(None, {}))
+    assert plain.webhooks.allow_private_targets is True
+    strict = {"RELAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "false"}
+    cfg = dev_config(load_config(None, env=strict), str(tmp_path), explicit_keys(None, strict))
+    assert cfg.webhooks.allow_private_targets is False
+
+
 async def relay_cli(data: Path, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env["RELAY_SERVER_DATA_DIR"] = str(data)
