@@ -311,6 +311,19 @@ async def test_https_verified_by_default(localhost_cert: tuple[str, str], ca: tr
         assert len(target.received) == 1
 
 
+async def test_a_redirect_from_https_to_http_is_not_followed(localhost_cert: tuple[str, str],
+                                                              ca: trustme.CA) -> None:
+    certfile, keyfile = localhost_cert
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with serve_target(certfile=certfile, keyfile=keyfile) as secure, serve_target() as plain, \
+            HttpClient(OPEN, ssl_context=trusting) as client:
+        downgrade = secure.url(f"/goto?location={plain.url('/status/200')}", host="localhost")
+        result = await client.post(downgrade, b"secret", {}, timeout=5, max_redirects=3)
+        assert (result.status, result.error) == (0, ErrorKind.INSECURE_REDIRECT)
+        assert plain.received == [] and len(secure.received) == 1
+
+
 async def test_https_wrong_host_name(ca: trustme.CA, tmp_path: object) -> None:
     import pathlib
     folder = pathlib.Path(str(tmp_path))

@@ -39,6 +39,7 @@ class ErrorKind(StrEnum):
     TLS = "tls"
     REFUSED_BY_SSRF = "refused-by-ssrf"
     TOO_MANY_REDIRECTS = "too-many-redirects"
+    INSECURE_REDIRECT = "insecure-redirect"  # from https to plain http: the body would go in clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,13 @@ class HttpClient:
                     status=0, error=ErrorKind.TOO_MANY_REDIRECTS, url=current, redirects=hops,
                     detail=f"more than {max_redirects} redirects (the last to {location[:200]})",
                     elapsed=time.monotonic() - started)
-            current = urljoin(current, location)
+            following = urljoin(current, location)
+            if current.lower().startswith("https:") and not following.lower().startswith("https:"):
+                return HttpResult(
+                    status=0, error=ErrorKind.INSECURE_REDIRECT, url=current, redirects=hops,
+                    detail=f"a redirect from https to {following[:200]} is not followed (the message would "
+                           "travel unencrypted)", elapsed=time.monotonic() - started)
+            current = following
             hops += 1
 
     async def _once(self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str],
