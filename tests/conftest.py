@@ -229,14 +229,22 @@ async def start_relay(cfg: Config, store: Store, peer: Peer) -> LiveRelay:
     return LiveRelay(server, store, cfg, peer)
 
 
-@pytest.fixture
-async def relay(db_dsn: str, store: Store, peer: Peer) -> AsyncIterator[LiveRelay]:
-    """A live relay relaying to the recording peer."""
-    live = await start_relay(relay_config(db_dsn, peer.url), store, peer)
+@contextlib.asynccontextmanager
+async def running_relay(db_dsn: str, store: Store, peer: Peer,
+                        **sections: dict[str, object]) -> AsyncIterator[LiveRelay]:
+    """A live relay with these config sections (as relay_config takes them), stopped at the end."""
+    live = await start_relay(relay_config(db_dsn, peer.url, **sections), store, peer)
     try:
         yield live
     finally:
         await live.server.stop(grace=1)
+
+
+@pytest.fixture
+async def relay(db_dsn: str, store: Store, peer: Peer) -> AsyncIterator[LiveRelay]:
+    """A live relay relaying to the recording peer."""
+    async with running_relay(db_dsn, store, peer) as live:
+        yield live
 
 
 @pytest.fixture

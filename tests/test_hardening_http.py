@@ -6,23 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.conftest import LiveRelay, Tenant, assert_untouched, relay_config, start_relay
+from tests.conftest import LiveRelay, Tenant, assert_untouched, relay_config, running_relay, start_relay
 from tests.http_helpers import raw_http as raw_request
 from tests.smtp_helpers import Raw, message
-
-
-@contextlib.asynccontextmanager
-async def running(db_dsn: str, store, peer, **sections: dict[str, object]) -> AsyncIterator[LiveRelay]:  # type: ignore[no-untyped-def]
-    live = await start_relay(relay_config(db_dsn, peer.url, **sections), store, peer)
-    try:
-        yield live
-    finally:
-        await live.server.stop(grace=1)
 
 
 def client(live: LiveRelay) -> httpx.AsyncClient:
@@ -42,7 +32,7 @@ async def raw_http(live: LiveRelay) -> tuple[asyncio.StreamReader, asyncio.Strea
 
 
 async def test_wrong_bearer_keys_are_delayed_then_refused_with_429(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, smtp={"auth_failures_before_delay": 2,
+    async with running_relay(db_dsn, store, peer, smtp={"auth_failures_before_delay": 2,
                                                   "auth_failures_before_refusal": 4}) as live:
         t = await live.tenant()
         wrong = t.key[:-4] + ("aaaa" if not t.key.endswith("aaaa") else "bbbb")
@@ -80,7 +70,7 @@ async def test_display_name_address_is_refused_over_http_and_smtp(relay: LiveRel
 
 
 async def test_display_name_address_allowed_when_authorized_or_switched_on(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, limits={"allow_address_display_names": True}) as live:
+    async with running_relay(db_dsn, store, peer, limits={"allow_address_display_names": True}) as live:
         t = await live.tenant()
         async with client(live) as http:
             r = await post(http, t.key, body(t, **{"from": f'"ceo@bank.com" <{t.sender}>'}))
@@ -113,7 +103,7 @@ def escaped_json(doc: dict[str, object], field: str, char: str, count: int) -> b
 
 async def test_json_size_is_measured_on_the_decoded_message(db_dsn, store, peer) -> None:
     limit = 1_000_000
-    async with running(db_dsn, store, peer, limits={"max_message_bytes": limit}) as live:
+    async with running_relay(db_dsn, store, peer, limits={"max_message_bytes": limit}) as live:
         t = await live.tenant()
         headers = {"Authorization": f"Bearer {t.key}", "Content-Type": "application/json"}
         async with client(live) as http:
@@ -133,7 +123,7 @@ async def test_json_size_is_measured_on_the_decoded_message(db_dsn, store, peer)
 
 
 async def test_early_413_reaches_a_client_that_is_still_sending(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, limits={"max_message_bytes": 1000}) as live:
+    async with running_relay(db_dsn, store, peer, limits={"max_message_bytes": 1000}) as live:
         t = await live.tenant()
         reader, writer = await raw_http(live)
         declared = 50 * 1024 * 1024
@@ -170,7 +160,7 @@ async def test_feature_routes_refuse_a_large_body_before_reading_it(relay: LiveR
 
 
 async def test_partial_header_is_cut_at_the_header_deadline(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, http={"header_timeout_seconds": 0.5}) as live:
+    async with running_relay(db_dsn, store, peer, http={"header_timeout_seconds": 0.5}) as live:
         reader, writer = await raw_http(live)
         writer.write(b"POST /v1/send HTTP/1.1\r\nHost: x\r\n")
         answer = await asyncio.wait_for(reader.read(), 5)
@@ -179,7 +169,7 @@ async def test_partial_header_is_cut_at_the_header_deadline(db_dsn, store, peer)
 
 
 async def test_short_body_is_cut_at_the_body_deadline(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, http={"body_timeout_seconds": 0.5}) as live:
+    async with running_relay(db_dsn, store, peer, http={"body_timeout_seconds": 0.5}) as live:
         t = await live.tenant()
         reader, writer = await raw_http(live)
         writer.write(f"POST /v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t.key}\r\n"
@@ -191,7 +181,7 @@ async def test_short_body_is_cut_at_the_body_deadline(db_dsn, store, peer) -> No
 
 
 async def test_http_connections_per_address_are_limited(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, http={"max_connections_per_address": 2}) as live:
+    async with running_relay(db_dsn, store, peer, http={"max_connections_per_address": 2}) as live:
         held = [await raw_http(live) for _ in range(2)]
         async with client(live) as http:
             # httpx opens a third connection: refused at once
@@ -208,7 +198,7 @@ async def test_http_connections_per_address_are_limited(db_dsn, store, peer) -> 
 
 
 async def test_guesses_over_smtp_and_http_share_one_throttle(db_dsn, store, peer) -> None:
-    async with running(db_dsn, store, peer, smtp={"auth_failures_before_delay": 10,
+    async with running_relay(db_dsn, store, peer, smtp={"auth_failures_before_delay": 10,
                                                   "auth_failures_before_refusal": 4}) as live:
         t = await live.tenant()
         wrong = t.key[:-4] + ("aaaa" if not t.key.endswith("aaaa") else "bbbb")

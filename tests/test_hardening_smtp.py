@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from relay.upstream.maildir import MaildirUpstream
-from tests.conftest import LiveRelay, assert_untouched, relay_config, start_relay
+from tests.conftest import LiveRelay, assert_untouched, running_relay
 from tests.smtp_helpers import Raw, login, message
 from tests.test_smtp_security import ca, certs, client_context  # noqa: F401  (fixtures)
 
 
-@contextlib.asynccontextmanager
-async def running(db_dsn: str, store, peer, **smtp: object) -> AsyncIterator[LiveRelay]:  # type: ignore[no-untyped-def]
-    live = await start_relay(relay_config(db_dsn, peer.url, smtp=dict(smtp)), store, peer)
-    try:
-        yield live
-    finally:
-        await live.server.stop(grace=1)
+def running(db_dsn: str, store, peer, **smtp: object) -> contextlib.AbstractAsyncContextManager[LiveRelay]:  # type: ignore[no-untyped-def]
+    """A live relay with these [smtp] settings."""
+    return running_relay(db_dsn, store, peer, smtp=dict(smtp))
 
 
 async def test_second_starttls_is_a_bad_sequence(db_dsn, store, peer, certs, ca) -> None:  # noqa: F811

@@ -7,13 +7,12 @@ import base64
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
 
 from relay.channels import proxy_protocol
 from relay.channels.smtp_address import parse_params, parse_path
-from tests.conftest import LiveRelay, assert_untouched, relay_config, start_relay
+from tests.conftest import LiveRelay, assert_untouched, running_relay
 from tests.smtp_helpers import Raw, message
 from tests.test_smtp_security import ca, certs, client_context  # noqa: F401  (fixtures)
 
@@ -97,13 +96,9 @@ def test_not_a_proxy_header() -> None:
     assert proxy_protocol.needed(b"PROXY " + b"x" * 200) == -1
 
 
-@contextlib.asynccontextmanager
-async def running(db_dsn: str, store, peer, **smtp: object) -> AsyncIterator[LiveRelay]:  # type: ignore[no-untyped-def]
-    live = await start_relay(relay_config(db_dsn, peer.url, smtp=dict(smtp)), store, peer)
-    try:
-        yield live
-    finally:
-        await live.server.stop(grace=1)
+def running(db_dsn: str, store, peer, **smtp: object) -> contextlib.AbstractAsyncContextManager[LiveRelay]:  # type: ignore[no-untyped-def]
+    """A live relay with these [smtp] settings."""
+    return running_relay(db_dsn, store, peer, smtp=dict(smtp))
 
 
 async def test_plaintext_sent_with_starttls_is_dropped(db_dsn, store, peer, certs, ca) -> None:  # noqa: F811
